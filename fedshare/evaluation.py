@@ -1,0 +1,77 @@
+"""Full-ranking evaluation: every item is scored, training items are masked, Recall@K and NDCG@K.
+
+No sampled negatives.  Scores are ``user_vectors @ item_vectors.T`` so any model that can express
+its score as a dot product (all of ours, by concatenating views) is evaluated by the same code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def rank_metrics(user_vectors: torch.Tensor, item_vectors: torch.Tensor,
+                 truth_users: np.ndarray, truth_items: np.ndarray,
+                 seen_users: np.ndarray, seen_items: np.ndarray,
+                 ks: list[int], batch_users: int = 1024) -> dict[str, np.ndarray]:
+    """Per-user Recall@K and NDCG@K for every user that has ground truth.
+
+    ``truth_*`` are the held-out (user, item) pairs; ``seen_*`` the pairs to exclude from the
+    ranking (training, and validation when testing).  Returns {"users": ids, "recall@K": [...], ...}.
+    """
+    device = user_vectors.device
+    n_items = item_vectors.shape[0]
+    users = np.unique(truth_users)
+    top = max(ks)
+    discounts = 1.0 / torch.log2(torch.arange(2, top + 2, device=device, dtype=torch.float32))
+    truth_sorted = _group(truth_users, truth_items)
+    seen_sorted = _group(seen_users, seen_items)
+    out: dict[str, list[torch.Tensor]] = {f"{m}@{k}": [] for k in ks for m in ("recall", "ndcg")}
+    for start in range(0, len(users), batch_users):
+        chunk = users[start:start + batch_users]
+        scores = user_vectors[torch.as_tensor(chunk, device=device)] @ item_vectors.T
+        rows, cols = _pairs_for(chunk, *seen_sorted)
+        scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = -torch.inf
+        truth = torch.zeros(len(chunk), n_items, dtype=torch.bool, device=device)
+        rows, cols = _pairs_for(chunk, *truth_sorted)
+        truth[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = True
+        n_truth = truth.sum(1).to(torch.float32)
+        ranked = torch.topk(scores, min(top, n_items), dim=1).indices
+        hits = truth.gather(1, ranked).to(torch.float32)
+        for k in ks:
+            out[f"recall@{k}"].append(hits[:, :k].sum(1) / n_truth)
+            dcg = (hits[:, :k] * discounts[: hits[:, :k].shape[1]]).sum(1)
+            ideal_len = n_truth.clamp(max=k).long()
+            ideal = torch.cumsum(discounts[:k], 0)[ideal_len - 1]
+            out[f"ndcg@{k}"].append(dcg / ideal)
+    result = {name: torch.cat(values).cpu().numpy() for name, values in out.items()}
+    result["users"] = users
+    return result
+
+
+def summarize(per_user: dict[str, np.ndarray], groups: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Mean of each metric over users; with ``groups`` (name -> bool per user index) also per group."""
+    summary = {name: float(values.mean()) for name, values in per_user.items() if name != "users"}
+    for group, flags in (groups or {}).items():
+        member = flags[per_user["users"]]
+        summary[f"{group}_users"] = int(member.sum())
+        for name, values in per_user.items():
+            if name != "users" and member.any():
+                summary[f"{group}/{name}"] = float(values[member].mean())
+    return summary
+
+
+def _group(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.argsort(users, kind="stable")
+    users, items = np.asarray(users)[order], np.asarray(items)[order]
+    return users, items, order
+
+
+def _pairs_for(chunk: np.ndarray, users: np.ndarray, items: np.ndarray, _order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row in chunk, item) for every pair whose user is in the sorted ``chunk``."""
+    lo = np.searchsorted(users, chunk, side="left")
+    hi = np.searchsorted(users, chunk, side="right")
+    counts = hi - lo
+    rows = np.repeat(np.arange(len(chunk)), counts)
+    index = np.repeat(lo - np.r_[0, np.cumsum(counts)[:-1]], counts) + np.arange(counts.sum())
+    return rows, items[index]

@@ -1,0 +1,314 @@
+"""The federated engine: a server that sees only shared data, and clients simulated exactly, in batch.
+
+One round (docs/method.md gives the equations):
+
+1. The server propagates LightGCN once over the shared graph and broadcasts the federated item
+   table Q, its global item representations G_I and, to each sharing user only, that user's own
+   global representation g_u.
+2. Every participating client trains on *all* its own training interactions (shared and private):
+   BPR on its private user embedding p_u and on its copy of the item rows it touches, for
+   ``local_steps`` steps.  It uploads the change of those item rows.
+3. The server receives only the sum of the clients' item-row changes (as with secure aggregation),
+   turns it into a pseudo-gradient for Q (FedAdam) and takes one Adam step on Q and on its own
+   graph embeddings, whose loss is BPR on the shared edges plus the InfoNCE alignment of local (Q)
+   and global (G_I) item views.
+
+The vectorized client round and the per-client loop call the same ``local_training`` function; the
+only difference is whether it sees all clients' tensors at once or one client's at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import FederatedConfig, ModelConfig
+from .models import (adam_update, bpr_terms, info_nce, lightgcn, normalized_adjacency, sample_negatives,
+                     weighted_square_norm)
+from .sharing import SharedGraph
+
+
+# --------------------------------------------------------------------------------------------------
+# Server: everything it holds is built from a SharedGraph and from aggregated client uploads.
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Broadcast:
+    """What the server sends down in a round (detached tensors)."""
+
+    item_table: torch.Tensor          # Q, the federated item embeddings
+    global_items: torch.Tensor | None  # G_I from LightGCN over the shared graph
+    global_users: torch.Tensor | None  # g_u; the simulator hands row u to client u only
+
+
+class Server:
+    """The server's whole state.  Its only interaction data is ``self.graph`` (shared edges)."""
+
+    def __init__(self, graph: SharedGraph, model: ModelConfig, federated: FederatedConfig,
+                 generator: torch.Generator, device: torch.device, use_graph: bool, train_item_table: bool):
+        self.model = model
+        self.device = device
+        self.generator = generator
+        self.use_graph = use_graph and graph.n_edges > 0
+        self.graph = SharedGraph(graph.users.to(device), graph.items.to(device), graph.n_users, graph.n_items)
+        self.shared_keys = torch.sort(self.graph.users * graph.n_items + self.graph.items).values
+        self.adjacency = normalized_adjacency(self.graph.users, self.graph.items, graph.n_users, graph.n_items)
+        self.items_in_graph = torch.unique(self.graph.items)
+
+        def init(rows: int) -> torch.Tensor:
+            values = torch.randn(rows, model.dim, generator=generator, device=device) * model.init_std
+            return values.requires_grad_()
+
+        self.item_table = init(graph.n_items)      # local view of items, trained by the clients
+        self.graph_users = init(graph.n_users)     # server-side embeddings of the LightGCN
+        self.graph_items = init(graph.n_items)
+        parameters = [self.graph_users, self.graph_items] if self.use_graph else []
+        if train_item_table:
+            parameters.append(self.item_table)
+        self.optimizer = torch.optim.Adam(parameters, lr=federated.server_lr) if parameters else None
+
+    # -- one round -------------------------------------------------------------------------------
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        if not self.use_graph:
+            return None, None
+        return lightgcn(self.graph_users, self.graph_items, self.adjacency, self.model.server_layers)
+
+    def broadcast(self, global_users: torch.Tensor | None, global_items: torch.Tensor | None) -> Broadcast:
+        detach = lambda t: None if t is None else t.detach()  # noqa: E731
+        return Broadcast(self.item_table.detach(), detach(global_items), detach(global_users))
+
+    def step(self, client_item_gradient: torch.Tensor | None,
+             global_users: torch.Tensor | None, global_items: torch.Tensor | None,
+             alignment_weight: float) -> dict[str, float]:
+        """One Adam step on the server's parameters; returns the loss terms for logging."""
+        if self.optimizer is None:
+            return {}
+        self.optimizer.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        if self.use_graph:
+            loss = self.graph_bpr_loss(global_users, global_items)
+            logs["server_bpr"] = loss.item()
+            if alignment_weight > 0:
+                align = self.alignment_loss(global_items)
+                logs["align_items"] = align.item()
+                loss = loss + alignment_weight * align
+            loss.backward()
+        if client_item_gradient is not None:
+            if self.item_table.grad is None:
+                self.item_table.grad = client_item_gradient.clone()
+            else:
+                self.item_table.grad += client_item_gradient
+        self.optimizer.step()
+        return logs
+
+    def graph_bpr_loss(self, global_users: torch.Tensor, global_items: torch.Tensor) -> torch.Tensor:
+        """BPR on every shared edge with one sampled negative (not a shared positive of that user)."""
+        users, items = self.graph.users, self.graph.items
+        negatives = sample_negatives(users, self.graph.n_items, 1, self.shared_keys, self.generator)
+        loss = bpr_terms(global_users.index_select(0, users), global_items.index_select(0, items),
+                         global_items.index_select(0, negatives[:, 0]).unsqueeze(1)).mean()
+        # L2 on the layer-0 embeddings of every (user, positive, negative) triple, LightGCN-style.
+        l2 = (weighted_square_norm(self.graph_users, users) + weighted_square_norm(self.graph_items, items)
+              + weighted_square_norm(self.graph_items, negatives[:, 0])) / (2 * users.numel())
+        return loss + self.model.l2 * l2
+
+    def alignment_loss(self, global_items: torch.Tensor) -> torch.Tensor:
+        """InfoNCE between each item's local view q_i and global view g_i, on a random item batch."""
+        candidates = self.items_in_graph
+        if candidates.numel() > self.model.align_batch:
+            pick = torch.randperm(candidates.numel(), generator=self.generator, device=self.device)
+            candidates = candidates[pick[: self.model.align_batch]]
+        return info_nce(self.item_table[candidates], global_items[candidates], self.model.temperature)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"item_table": self.item_table.detach().clone(), "graph_users": self.graph_users.detach().clone(),
+                "graph_items": self.graph_items.detach().clone()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, value in state.items():
+                getattr(self, name).copy_(value.to(self.device))
+
+
+# --------------------------------------------------------------------------------------------------
+# Clients: simulated devices.  The server never receives this object.
+# --------------------------------------------------------------------------------------------------
+
+class ClientStore:
+    """Each client's device: its training interactions, private user embedding and Adam state."""
+
+    def __init__(self, train: pd.DataFrame, shares: np.ndarray, n_users: int, n_items: int,
+                 model: ModelConfig, generator: torch.Generator, device: torch.device):
+        order = np.lexsort((train["item"].to_numpy(), train["user"].to_numpy()))
+        self.users = torch.as_tensor(train["user"].to_numpy()[order], device=device)
+        self.items = torch.as_tensor(train["item"].to_numpy()[order], device=device)
+        self.n_users, self.n_items = n_users, n_items
+        self.counts = torch.bincount(self.users, minlength=n_users)
+        self.pointers = torch.cat([torch.zeros(1, dtype=torch.long, device=device), self.counts.cumsum(0)])
+        self.own_keys = self.users * n_items + self.items  # sorted: users then items
+        self.shares = torch.as_tensor(shares, device=device)  # each client knows whether it shares
+        self.user_emb = torch.randn(n_users, model.dim, generator=generator, device=device) * model.init_std
+        self.exp_avg = torch.zeros_like(self.user_emb)
+        self.exp_avg_sq = torch.zeros_like(self.user_emb)
+        self.steps = torch.zeros(n_users, dtype=torch.long, device=device)
+
+    def interactions_of(self, users: torch.Tensor) -> torch.Tensor:
+        """Positions (into self.users/self.items) of all interactions of the given sorted users."""
+        selected = torch.zeros(self.n_users, dtype=torch.bool, device=self.users.device)
+        selected[users] = True
+        return torch.nonzero(selected[self.users]).squeeze(1)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"user_emb": self.user_emb.clone(), "exp_avg": self.exp_avg.clone(),
+                "exp_avg_sq": self.exp_avg_sq.clone(), "steps": self.steps.clone()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            getattr(self, name).copy_(value.to(self.user_emb.device))
+
+
+@dataclass
+class ClientBatch:
+    """The tensors of one local-training call: one client (loop) or all participants (vectorized)."""
+
+    users: torch.Tensor       # sorted unique user indices of the clients in this batch
+    local_user: torch.Tensor  # per interaction: position of its user in ``users``
+    row_items: torch.Tensor   # item index of each item-row copy
+    pos_row: torch.Tensor     # per interaction: its positive item's row
+    neg_row: torch.Tensor     # per interaction: its negatives' rows [n, k]
+    separate_rows: bool       # one row per use: positive rows and negative rows are separate tensors
+
+    def initial_rows(self, item_table: torch.Tensor) -> list[torch.Tensor]:
+        """The clients' copies of their item rows (one leaf tensor, or [positives, negatives]).
+
+        Keeping positives and negatives in separate tensors when rows are not shared avoids the
+        gathers (and their scatter backward) of the general case.
+        """
+        if not self.separate_rows:
+            return [item_table.index_select(0, self.row_items)]
+        n, k = self.neg_row.shape
+        return [item_table.index_select(0, self.row_items[:n]),
+                item_table.index_select(0, self.row_items[n:]).view(n, k, -1)]
+
+    def positives(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        return rows[0] if self.separate_rows else rows[0].index_select(0, self.pos_row)
+
+    def negatives(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        if self.separate_rows:
+            return rows[1]
+        n, k = self.neg_row.shape
+        return rows[0].index_select(0, self.neg_row.reshape(-1)).view(n, k, -1)
+
+    def add_changes(self, upload: torch.Tensor, rows: list[torch.Tensor], start: list[torch.Tensor]) -> torch.Tensor:
+        """Scatter-add each row's change into ``upload`` (the sum over clients, per item)."""
+        offset = 0
+        for now, before in zip(rows, start):
+            change = (now - before).reshape(-1, now.shape[-1])
+            upload.index_add_(0, self.row_items[offset:offset + change.shape[0]], change)
+            offset += change.shape[0]
+        return upload
+
+
+def make_batch(users: torch.Tensor, interaction_users: torch.Tensor, positives: torch.Tensor,
+               negatives: torch.Tensor, n_items: int, dedupe: bool) -> ClientBatch:
+    """Item-row copies for a set of clients: one row per (client, item) it touches this round.
+
+    With one local step, rows need not be unique per client (the summed update is the same), which
+    saves a sort; with several steps each client must update a single copy of each of its items.
+    """
+    n, k = negatives.shape
+    local_user = torch.searchsorted(users, interaction_users)
+    row_items = torch.cat([positives, negatives.reshape(-1)])
+    if dedupe:
+        owners = torch.cat([local_user, local_user.repeat_interleave(k)])
+        unique_keys, inverse = torch.unique(owners * n_items + row_items, return_inverse=True)
+        row_items = unique_keys % n_items
+        pos_row, neg_row = inverse[:n], inverse[n:].view(n, k)
+    else:
+        pos_row = torch.arange(n, device=positives.device)
+        neg_row = n + torch.arange(n * k, device=positives.device).view(n, k)
+    return ClientBatch(users, local_user, row_items, pos_row, neg_row, separate_rows=not dedupe)
+
+
+def encode_users(user_emb: torch.Tensor, rows: list[torch.Tensor], batch: ClientBatch, encoder: str) -> torch.Tensor:
+    """Client-side user representation: p_u (mf) or a 1-layer LightGCN over the ego graph.
+
+    The ego-graph variant gives h_u = (p_u + sum_i q_i / sqrt(n_u)) / 2 over the client's own items;
+    items keep their own embedding (propagating p_u into positive items would leak the label).
+    """
+    if encoder == "mf":
+        return user_emb
+    counts = torch.bincount(batch.local_user, minlength=user_emb.shape[0]).clamp(min=1).to(user_emb.dtype)
+    neighbourhood = torch.zeros_like(user_emb).index_add_(0, batch.local_user, batch.positives(rows))
+    return 0.5 * (user_emb + neighbourhood / counts.sqrt().unsqueeze(1))
+
+
+def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBatch, total_interactions: int,
+                   model: ModelConfig, federated: FederatedConfig) -> torch.Tensor:
+    """Local BPR training of the clients in ``batch``; returns the sum of their item-row changes.
+
+    Each client's loss is its own BPR terms divided by ``total_interactions`` (a public count that the
+    server broadcasts), so the sum of the clients' gradients is the gradient of the mean BPR loss.
+    """
+    rows = batch.initial_rows(item_table)
+    start = [tensor.clone() for tensor in rows]
+    user_emb = store.user_emb[batch.users].clone()
+    exp_avg, exp_avg_sq = store.exp_avg[batch.users], store.exp_avg_sq[batch.users]
+    steps = store.steps[batch.users]
+    for _ in range(federated.local_steps):
+        for tensor in rows:
+            tensor.requires_grad_(True)
+        user_emb.requires_grad_(True)
+        user_vec = encode_users(user_emb, rows, batch, model.client_encoder).index_select(0, batch.local_user)
+        pos, neg = batch.positives(rows), batch.negatives(rows)
+        loss = bpr_terms(user_vec, pos, neg).sum()
+        # L2 on the embeddings of each (user, positive, first negative) triple, as on the server.
+        l2 = (weighted_square_norm(user_emb, batch.local_user) + pos.square().sum()
+              + neg[:, 0].square().sum())
+        loss = (loss + model.l2 * l2 / 2) / total_interactions
+        user_grad, *row_grads = torch.autograd.grad(loss, [user_emb, *rows])
+        with torch.no_grad():
+            user_emb = user_emb.detach()
+            steps = steps + 1
+            adam_update(user_emb, user_grad, exp_avg, exp_avg_sq, steps, federated.client_lr)
+            rows = [tensor.detach() - federated.local_lr * grad for tensor, grad in zip(rows, row_grads)]
+    store.user_emb[batch.users] = user_emb
+    store.exp_avg[batch.users], store.exp_avg_sq[batch.users] = exp_avg, exp_avg_sq
+    store.steps[batch.users] = steps
+    return batch.add_changes(torch.zeros_like(item_table), rows, start)
+
+
+def client_round(store: ClientStore, broadcast: Broadcast, participants: torch.Tensor, model: ModelConfig,
+                 federated: FederatedConfig, generator: torch.Generator) -> torch.Tensor:
+    """All participants' local training; returns the aggregated pseudo-gradient for the item table."""
+    positions = store.interactions_of(participants)
+    interaction_users, positives = store.users[positions], store.items[positions]
+    negatives = sample_negatives(interaction_users, store.n_items, federated.negatives, store.own_keys, generator)
+    total = max(int(positions.numel()), 1)
+    dedupe = federated.local_steps > 1
+    if federated.implementation == "vectorized":
+        batch = make_batch(participants, interaction_users, positives, negatives, store.n_items, dedupe)
+        upload = local_training(store, broadcast.item_table, batch, total, model, federated)
+    else:  # reference: one client at a time, same function, same negatives
+        upload = torch.zeros_like(broadcast.item_table)
+        starts = torch.searchsorted(interaction_users, participants)
+        ends = torch.searchsorted(interaction_users, participants, right=True)
+        for user, start, end in zip(participants.tolist(), starts.tolist(), ends.tolist()):
+            one = torch.tensor([user], device=participants.device)
+            batch = make_batch(one, interaction_users[start:end], positives[start:end], negatives[start:end],
+                               store.n_items, dedupe)
+            upload += local_training(store, broadcast.item_table, batch, total, model, federated)
+    # The server turns the summed change into a gradient: change = -local_lr * gradient.
+    return -upload / federated.local_lr
+
+
+def pick_participants(store: ClientStore, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    active = torch.nonzero(store.counts > 0).squeeze(1)
+    if fraction >= 1.0:
+        return active
+    count = max(1, int(round(fraction * active.numel())))
+    pick = torch.randperm(active.numel(), generator=generator, device=active.device)[:count]
+    return torch.sort(active[pick]).values

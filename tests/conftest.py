@@ -1,0 +1,44 @@
+"""Shared fixtures: small generated data, and the real MovieLens files from ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedshare.config import load_config
+from fedshare.data import prepare
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("FEDSHARE_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def real_data_dir() -> Path:
+    if not (SHARED_DATA / "ml-100k" / "u.data").exists():
+        pytest.skip(f"real MovieLens data not found in {SHARED_DATA} (set FEDSHARE_DATA_DIR)")
+    return SHARED_DATA
+
+
+def synthetic_raw(n_users: int = 40, n_items: int = 60, per_user: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Random interactions with a little structure (users prefer one of two item halves)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(n_users):
+        half = user % 2
+        pool = np.arange(n_items // 2) + half * (n_items // 2)
+        items = rng.choice(pool, size=per_user, replace=False)
+        rows += [(1000 + user, 5000 + int(item), int(rng.integers(1, 6)), 880000000 + len(rows)) for item in items]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+@pytest.fixture
+def tiny_config():
+    return load_config(None, ["federated.rounds=6", "eval.every=2", "model.dim=8", "model.align_batch=16"])
+
+
+@pytest.fixture
+def tiny_interactions(tiny_config):
+    return prepare(synthetic_raw(), tiny_config.data, seed=0)

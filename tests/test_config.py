@@ -1,0 +1,42 @@
+import pytest
+
+from fedshare.config import Config, ConfigError, REPO_PARAMS, load_config
+
+
+def test_params_yaml_matches_the_typed_defaults():
+    # params.yaml is the single source of defaults; the dataclasses must mirror it exactly.
+    assert load_config(REPO_PARAMS).to_dict() == Config().to_dict()
+
+
+def test_overrides_are_typed():
+    config = load_config(None, ["model.dim=32", "sharing.policy=0.5", "eval.ks=[5,20]", "data.min_rating=4"])
+    assert config.model.dim == 32
+    assert config.sharing.policy == "0.5"
+    assert config.eval.ks == [5, 20]
+    assert config.data.min_rating == 4.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.dimension=3", "unknown key"),
+    ("model.dim=abc", "must be an integer"),
+    ("run.method=magic", "run.method"),
+    ("federated.client_fraction=0", "client_fraction"),
+    ("eval.metric=recall@7", "eval.metric"),
+    ("nodot", "section.key=value"),
+    ("nosection=1", "unknown key"),
+])
+def test_bad_overrides_are_rejected_with_a_message(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_config_file_errors(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("nosuch:\n  a: 1\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
