@@ -62,7 +62,8 @@ class ModelConfig:
     contrastive_weight: float = 0.1
     temperature: float = 0.2
     align_batch: int = 2048
-    l2: float = 1e-4
+    client_l2: float = 1e-2
+    server_l2: float = 1e-3
     init_std: float = 0.1
 
 

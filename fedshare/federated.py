@@ -113,7 +113,7 @@ class Server:
         # L2 on the layer-0 embeddings of every (user, positive, negative) triple, LightGCN-style.
         l2 = (weighted_square_norm(self.graph_users, users) + weighted_square_norm(self.graph_items, items)
               + weighted_square_norm(self.graph_items, negatives[:, 0])) / (2 * users.numel())
-        return loss + self.model.l2 * l2
+        return loss + self.model.server_l2 * l2
 
     def alignment_loss(self, global_items: torch.Tensor) -> torch.Tensor:
         """InfoNCE between each item's local view q_i and global view g_i, on a random item batch."""
@@ -268,7 +268,7 @@ def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBa
         # L2 on the embeddings of each (user, positive, first negative) triple, as on the server.
         l2 = (weighted_square_norm(user_emb, batch.local_user) + pos.square().sum()
               + neg[:, 0].square().sum())
-        loss = (loss + model.l2 * l2 / 2) / total_interactions
+        loss = (loss + model.client_l2 * l2 / 2) / total_interactions
         user_grad, *row_grads = torch.autograd.grad(loss, [user_emb, *rows])
         with torch.no_grad():
             user_emb = user_emb.detach()
