@@ -44,8 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_all(args: argparse.Namespace) -> list[dict]:
     pairs = [tuple(spec.split(":", 1)) for spec in args.runs_of] if args.runs_of else DEFAULT_RUNS
     results = []
-    for method, sharing in pairs:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: an interrupted table still has every method for the first seeds
+        for method, sharing in pairs:
             name = f"{Path(args.dataset).stem}-{method}-{sharing}-seed{seed}"
             run_dir = Path(args.runs) / name
             metrics_file = run_dir / "metrics.json"
@@ -91,7 +91,7 @@ def table(results: list[dict], command: str) -> str:
                 notes.append(f"fedshare@{sharing}: closes {(value - local) / (central - local):.0%} of the local→central "
                              f"Recall@20 gap, reaches {value / central:.3f} of central")
     seeds = sorted({run["seed"] for run in results})
-    machine = f"{platform.node() and 'this machine'}: {platform.machine()}, {results[0]['machine'] if results else ''}"
+    machine = f"{platform.platform()}, {results[0]['machine'] if results else ''}"
     header = [f"Seeds {seeds}; mean ± sample std over seeds; test split, full ranking.", f"Machine: {machine}.",
               f"Command: `{command}`", ""]
     return "\n".join(header + lines + [""] + [f"- {note}" for note in notes]) + "\n"

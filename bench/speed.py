@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,7 @@ from fedshare.training import Model, build_model, pick_device, run_round  # noqa
 COLUMNS = ("dataset", "users", "items", "train interactions", "vectorized s/round", "loop s/round", "speed-up",
            "local s/round", "central epoch s", "round/central ratio")
 TABLE_HEADER = "| " + " | ".join(COLUMNS) + " |"
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,10 +53,11 @@ def parse_args() -> argparse.Namespace:
                     "per local round and per central epoch.  Settings come from params.yaml "
                     "(method fedshare, sharing mixed, seed 0); MovieLens is read from --data-dir or "
                     "$FEDSHARE_DATA_DIR.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog="example: python bench/speed.py --datasets ml-100k ml-1m --rounds 5 --loop-rounds 1 "
+               "--out bench/results/speed_cpu.json --markdown bench/results/speed_cpu.md")
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "ml-1m"],
-                        help="ml-100k, ml-1m or paths to interaction files (ignored with --quick)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (or cuda:N)")
+                        help="ml-100k, ml-1m or paths to interaction files (default: ml-100k ml-1m; ignored with --quick)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (or cuda:N)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="timed rounds per method after one warm-up round (default 5, 2 with --quick)")
     parser.add_argument("--loop-rounds", type=int, default=None,
@@ -139,7 +142,8 @@ def benchmark_dataset(dataset: str, label: str, args: argparse.Namespace, device
         torch.cuda.reset_peak_memory_stats(device)
     result = {"dataset": label, "users": interactions.n_users, "items": interactions.n_items,
               "train_interactions": len(mask),
-              "shared_edges": shared_graph(mask, interactions.n_users, interactions.n_items).n_edges}
+              "shared_edges": shared_graph(mask, interactions.n_users, interactions.n_items).n_edges,
+              "config": config.to_dict()}
     log(f"[{label}] {result['users']} users, {result['items']} items, {result['train_interactions']} train "
         f"interactions, {result['shared_edges']} shared")
 
@@ -232,7 +236,10 @@ def write_file(path: Path, text: str) -> None:
 
 def main() -> int:
     args = parse_args()
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()

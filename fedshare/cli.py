@@ -52,6 +52,41 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
     add_config_arguments(train)
     train.set_defaults(handler=run_train)
+
+    requests = commands.add_parser(
+        "make-requests", help="draw a random unsharing request file from a run",
+        description="Pick a fraction of the run's sharing users and write requests.csv "
+                    "(request_id,user_id,item_id; an empty item_id means all of that user's shared items).")
+    requests.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory written by `fedshare train`")
+    requests.add_argument("--fraction", type=float, default=0.1, help="fraction of sharing users who unshare (default 0.1)")
+    requests.add_argument("--scope", choices=("all", "partial"), default="all",
+                          help="all: each chosen user unshares everything shared; partial: half of it")
+    requests.add_argument("--seed", type=int, default=0)
+    requests.add_argument("--out", required=True, metavar="FILE", help="CSV file to write")
+    requests.set_defaults(handler=run_make_requests)
+
+    unshare = commands.add_parser(
+        "unshare", help="apply unsharing requests to a run and remove their influence",
+        description="Validate the requests against the run's masks (rejected rows go to OUT_DIR/rejections.csv), "
+                    "make the pairs private again (or delete them with --mode delete), unlearn, evaluate, and write "
+                    "OUT_DIR/unlearning.json plus a run directory that unshare can start from again.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  fedshare make-requests --run runs/a --fraction 0.1 --out requests.csv\n"
+               "  fedshare unshare --run runs/a --requests requests.csv --method contrastive --compare-retrain --out runs/a-u1")
+    unshare.add_argument("--run", required=True, metavar="RUN_DIR", help="a fedshare run directory")
+    source = unshare.add_mutually_exclusive_group(required=True)
+    source.add_argument("--requests", metavar="FILE", help="CSV with request_id,user_id,item_id (raw dataset IDs)")
+    source.add_argument("--fraction", type=float, help="draw requests for this fraction of sharing users instead")
+    unshare.add_argument("--scope", choices=("all", "partial"), default="all", help="with --fraction: what they unshare")
+    unshare.add_argument("--method", default="contrastive", choices=("contrastive", "finetune", "none", "retrain"),
+                         help="contrastive: snapshot-based contrastive unlearning; finetune: more rounds without the "
+                              "push; none: only drop the edges; retrain: from scratch without the data (reference)")
+    unshare.add_argument("--mode", choices=("unshare", "delete"), default="unshare",
+                         help="unshare: the data stays on the device as private; delete: it leaves the device too")
+    unshare.add_argument("--compare-retrain", action="store_true", help="also retrain from scratch and report it under 'retrain'")
+    unshare.add_argument("--seed", type=int, help="seed (default: the run's)")
+    unshare.add_argument("--out", required=True, metavar="OUT_DIR")
+    unshare.set_defaults(handler=run_unshare)
     return parser
 
 
@@ -74,6 +109,29 @@ def run_train(args: argparse.Namespace) -> int:
     metrics = train_stage(config, Path(args.out), progress=not args.quiet)
     print(summary_line(metrics))
     print(f"wrote {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def run_make_requests(args: argparse.Namespace) -> int:
+    from .pipeline import make_requests_stage
+
+    requests = make_requests_stage(args.run, args.fraction, args.scope, args.seed, args.out)
+    print(f"wrote {len(requests)} requests for {requests['user_id'].nunique()} users to {args.out}")
+    return 0
+
+
+def run_unshare(args: argparse.Namespace) -> int:
+    from .pipeline import unshare_stage
+
+    metrics = unshare_stage(args.run, args.out, args.method, args.requests, args.fraction, args.scope, args.mode,
+                            args.compare_retrain, args.seed)
+    print(f"{metrics['method']}: {metrics['requests']} requests ({metrics['rejected']} rejected), "
+          f"{metrics['unshared_interactions']} interactions, recall@20 {metrics['recall@20']:.4f}, "
+          f"MIA AUC {metrics['mia_auc']:.3f}, {metrics['seconds']:.1f}s, {metrics['storage_bytes']} bytes kept")
+    if "retrain" in metrics:
+        print(f"retrain: recall@20 {metrics['retrain']['recall@20']:.4f}, MIA AUC {metrics['retrain']['mia_auc']:.3f}, "
+              f"{metrics['retrain']['seconds']:.1f}s")
+    print(f"wrote {Path(args.out) / 'unlearning.json'}")
     return 0
 
 

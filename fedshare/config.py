@@ -61,6 +61,7 @@ class ModelConfig:
     use_server_graph: bool = True
     contrastive_weight: float = 0.1
     temperature: float = 0.2
+    align_direction: str = "both"
     align_batch: int = 2048
     client_l2: float = 1e-2
     server_l2: float = 1e-3
@@ -69,7 +70,7 @@ class ModelConfig:
 
 @dataclass
 class FederatedConfig:
-    rounds: int = 400
+    rounds: int = 800
     client_fraction: float = 1.0
     local_steps: int = 1
     local_lr: float = 1.0
@@ -89,6 +90,15 @@ class EvalConfig:
 
 
 @dataclass
+class UnlearningConfig:
+    method: str = "contrastive"
+    snapshot_rounds: list[int] = field(default_factory=lambda: [0, 50, 100])
+    rounds: int = 10
+    weight: float = 1.0
+    hops: int = 1
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -96,6 +106,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,6 +123,8 @@ class Config:
             (self.model.server_layers >= 0, "model.server_layers must be >= 0"),
             (self.model.client_encoder in ("mf", "ego_lightgcn"), "model.client_encoder must be mf or ego_lightgcn"),
             (self.model.temperature > 0, "model.temperature must be positive"),
+            (self.model.align_direction in ("both", "local_to_global"),
+             "model.align_direction must be both or local_to_global"),
             (self.federated.rounds >= 1, "federated.rounds must be >= 1"),
             (0 < self.federated.client_fraction <= 1, "federated.client_fraction must be in (0,1]"),
             (self.federated.local_steps >= 1, "federated.local_steps must be >= 1"),

@@ -121,7 +121,10 @@ class Server:
         if candidates.numel() > self.model.align_batch:
             pick = torch.randperm(candidates.numel(), generator=self.generator, device=self.device)
             candidates = candidates[pick[: self.model.align_batch]]
-        return info_nce(self.item_table[candidates], global_items[candidates], self.model.temperature)
+        global_view = global_items[candidates]
+        if self.model.align_direction == "local_to_global":  # the graph view is the teacher
+            global_view = global_view.detach()
+        return info_nce(self.item_table[candidates], global_view, self.model.temperature)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"item_table": self.item_table.detach().clone(), "graph_users": self.graph_users.detach().clone(),

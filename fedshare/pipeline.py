@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from .config import Config, save_config
-from .data import Interactions, load_interactions
-from .sharing import build_mask, save_mask, sharing_users
-from .storage import atomic_write_json, save_tensors
-from .training import TrainResult, evaluate, train
+from .config import Config, ConfigError, load_config, save_config
+from .data import DataError, Interactions, load_interactions
+from .sharing import build_mask, load_mask, save_mask, sharing_users
+from .storage import atomic_write_json, load_tensors, save_tensors
+from .training import Model, TrainResult, build_model, evaluate, pick_device, train
+from .unlearning import SnapshotStore
 
 
 def train_stage(config: Config, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -37,8 +39,16 @@ def train_stage(config: Config, out_dir: str | Path, progress: bool = True) -> d
     interactions.save(out)
     save_mask(mask, out / "masks.parquet")
 
-    result = train(config, interactions, mask, progress=progress)
+    snapshots = SnapshotStore(out / "snapshots")
+    wanted = set(config.unlearning.snapshot_rounds)
+
+    def keep_snapshot(round_number: int, model) -> None:
+        if round_number in wanted and config.run.method != "central":
+            snapshots.save(round_number, model.server.state())
+
+    result = train(config, interactions, mask, progress=progress, on_round=keep_snapshot)
     metrics = test_metrics(result, interactions, mask)
+    metrics["snapshot_bytes"] = snapshots.bytes_on_disk() if snapshots.folder.exists() else 0
     save_model(result, out)
     atomic_write_json(out / "history.json", result.history)
     atomic_write_json(out / "metrics.json", metrics)
@@ -80,6 +90,22 @@ def save_model(result: TrainResult, out: Path) -> dict[str, Any]:
     return {"server": server_info, "clients": client_info}
 
 
+def load_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Interactions, object, Model]:
+    """Rebuild the trained model of a run directory (checksums verified)."""
+    run = Path(run_dir)
+    if not (run / "config.yaml").exists():
+        raise FileNotFoundError(f"{run} is not a run directory (no config.yaml); run `fedshare train --out {run}` first")
+    config = load_config(run / "config.yaml", overrides)
+    interactions = Interactions.load(run)
+    mask = load_mask(run / "masks.parquet")
+    model, _ = build_model(config, interactions, mask, pick_device(config.run.device))
+    server = load_tensors(run / "server.pt", map_location=model.server.device)
+    model.server.load_state({name: server[name] for name in ("item_table", "graph_users", "graph_items")})
+    if model.clients is not None:
+        model.clients.load_state(load_tensors(run / "clients.pt", map_location=model.server.device))
+    return config, interactions, mask, model
+
+
 def summary_line(metrics: dict[str, Any]) -> str:
     keys = [k for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if k in metrics]
     values = "  ".join(f"{k} {metrics[k]:.4f}" for k in keys)
@@ -90,3 +116,105 @@ def summary_line(metrics: dict[str, Any]) -> str:
 def mean_std(values: list[float]) -> tuple[float, float]:
     array = np.asarray(values, dtype=float)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def make_requests_stage(run_dir: str | Path, fraction: float, scope: str, seed: int, out: str | Path) -> pd.DataFrame:
+    """Draw a random unsharing request file among the run's sharing users."""
+    from .unlearning import draw_requests
+
+    if not 0 < fraction <= 1:
+        raise ConfigError("--fraction must be in (0, 1]")
+    if scope not in ("all", "partial"):
+        raise ConfigError("--scope must be all or partial")
+    mask = load_mask(Path(run_dir) / "masks.parquet")
+    if not mask["shared"].any():
+        raise DataError(f"{run_dir}: nobody shares anything, so there is nothing to unshare")
+    requests = draw_requests(mask, fraction, scope, seed)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    requests.to_csv(out, index=False)
+    return requests
+
+
+def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, requests_file: str | Path | None = None,
+                  fraction: float | None = None, scope: str = "all", mode: str = "unshare",
+                  compare_retrain: bool = False, seed: int | None = None) -> dict[str, Any]:
+    """Apply unshare (or delete) requests to a trained run, unlearn, measure, write a new run directory."""
+    from .unlearning import (METHODS, SnapshotStore, apply_delete, apply_to_mask, draw_requests, forgetting_metrics,
+                             read_requests, resolve_requests, unlearn)
+
+    if method not in METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(METHODS)}")
+    if mode not in ("unshare", "delete"):
+        raise ConfigError("--mode must be unshare or delete")
+    config, interactions, mask, model = load_run(run_dir)
+    if config.run.method != "fedshare":
+        raise ConfigError(f"{run_dir} was trained with --method {config.run.method}; unsharing needs a fedshare run")
+    seed = config.run.seed if seed is None else seed
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if requests_file is not None:
+        table = read_requests(Path(requests_file))
+    elif fraction is not None:
+        table = draw_requests(mask, fraction, scope, seed)
+    else:
+        raise ConfigError("give --requests FILE or --fraction F")
+    requests = resolve_requests(table, mask)
+    requests.rejected.to_csv(out / "rejections.csv", index=False)
+    if requests.pairs.empty:
+        raise DataError(f"no valid request ({len(requests.rejected)} rejected, reasons in {out / 'rejections.csv'})")
+    requests.pairs.to_csv(out / "applied.csv", index=False)
+    new_mask = apply_to_mask(mask, requests.pairs)
+    new_interactions = interactions
+    if mode == "delete":
+        new_interactions, new_mask = apply_delete(interactions, new_mask, requests.pairs)
+
+    snapshots = SnapshotStore(Path(run_dir) / "snapshots")
+    result = unlearn(model, new_interactions, new_mask, requests.pairs, method, snapshots,
+                     config.unlearning.rounds, config.unlearning.weight, config.unlearning.hops, seed)
+    metrics = unlearning_metrics(result.model, new_interactions, new_mask, requests.pairs, seed)
+    metrics.update({"method": method, "mode": mode, "seconds": round(result.seconds, 3),
+                    "rounds": result.rounds, "requests": int(requests.pairs["request_id"].nunique()),
+                    "rejected": len(requests.rejected), "unshared_interactions": len(requests.pairs),
+                    "users_affected": int(requests.pairs["user"].nunique()),
+                    "affected_nodes": {"users": result.affected_users, "items": result.affected_items}})
+
+    # What the unlearned run keeps for the next event: the data-free round-0 snapshot and the new state.
+    # Snapshots taken after round 0 may hold the unshared data's influence and are not carried over.
+    kept = SnapshotStore(out / "snapshots")
+    first = snapshots.rounds()[:1]
+    for round_number in first:
+        kept.save(round_number, snapshots.load(round_number))
+    if method == "contrastive":
+        kept.save(max(first + [0]) + 1, result.model.server.state())
+    metrics["storage_bytes"] = kept.bytes_on_disk() if method == "contrastive" else 0
+    if compare_retrain:
+        reference = unlearn(result.model if method == "retrain" else model, new_interactions, new_mask, requests.pairs,
+                            "retrain", None, 0, 0.0, 0, seed)
+        metrics["retrain"] = unlearning_metrics(reference.model, new_interactions, new_mask, requests.pairs, seed)
+        metrics["retrain"]["seconds"] = round(reference.seconds, 3)
+        metrics["embedding_distance_to_retrain"] = embedding_distance(result.model, reference.model)
+
+    save_config(config, out / "config.yaml")
+    new_interactions.save(out)
+    save_mask(new_mask, out / "masks.parquet")
+    save_model(TrainResult(result.model, 0, {}), out)
+    atomic_write_json(out / "unlearning.json", metrics)
+    return metrics
+
+
+def unlearning_metrics(model: Model, interactions: Interactions, mask, pairs, seed: int) -> dict[str, Any]:
+    from .unlearning import forgetting_metrics
+
+    requesting = np.zeros(interactions.n_users, dtype=bool)
+    requesting[pairs["user"].unique()] = True
+    metrics = evaluate(model, interactions, "test", {"requesting": requesting, "others": ~requesting})
+    metrics.update(forgetting_metrics(model, interactions, pairs, seed))
+    return metrics
+
+
+def embedding_distance(model: Model, reference: Model) -> float:
+    """Mean relative L2 distance between the two models' global item representations."""
+    with torch.no_grad():
+        _, items = model.server.propagate()
+        _, reference_items = reference.server.propagate()
+        return float(((items - reference_items).norm(dim=1) / reference_items.norm(dim=1).clamp(min=1e-12)).mean())

@@ -147,6 +147,8 @@ def train(config: Config, interactions: Interactions, mask: pd.DataFrame, progre
     bar = tqdm(range(1, config.federated.rounds + 1), desc=f"{config.run.method} rounds", disable=not progress,
                dynamic_ncols=True, leave=False)
     rounds_run = 0
+    if on_round is not None:
+        on_round(0, model)  # the state before any training (snapshot round 0)
     for round_number in bar:
         logs = run_round(model, generator)
         rounds_run = round_number

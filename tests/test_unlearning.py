@@ -1,0 +1,95 @@
+"""Unsharing on a small run: requests, edges gone, snapshots checked, scores of unshared items lowered."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fedshare.config import load_config
+from fedshare.data import DataError
+from fedshare.pipeline import load_run, make_requests_stage, train_stage, unshare_stage
+from fedshare.storage import CorruptFileError, load_tensors
+from fedshare.unlearning import SnapshotStore, auc, read_requests, resolve_requests, server_scores
+
+from conftest import synthetic_raw
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("unshare")
+    data = folder / "inter.csv"
+    synthetic_raw(n_users=60, n_items=80, per_user=16).to_csv(data, index=False)
+    config = load_config(None, [f"data.dataset={data}", "sharing.policy=all", "federated.rounds=40", "eval.every=5",
+                                "eval.patience=100", "model.dim=16", "unlearning.snapshot_rounds=[0, 10, 20]"])
+    train_stage(config, folder / "run", progress=False)
+    return folder / "run"
+
+
+def test_snapshots_are_kept_with_checksums(trained_run):
+    store = SnapshotStore(trained_run / "snapshots")
+    assert store.rounds() == [0, 10, 20]
+    assert store.bytes_on_disk() > 0
+    path = store.path(10)
+    payload = bytearray(path.read_bytes())
+    payload[-10] ^= 0xFF
+    corrupted = trained_run.parent / "corrupt.pt"
+    corrupted.write_bytes(bytes(payload))
+    (trained_run.parent / "corrupt.pt.sha256").write_text((path.parent / (path.name + ".sha256")).read_text())
+    with pytest.raises(CorruptFileError, match="corrupted"):
+        load_tensors(corrupted)
+
+
+def test_request_parsing_rejects_bad_rows_with_reasons(trained_run, tmp_path):
+    _, _, mask, _ = load_run(trained_run)
+    shared = mask[mask["shared"]]
+    user_id, item_id = int(shared["user_id"].iloc[0]), int(shared["item_id"].iloc[0])
+    never = int(mask["item_id"].max()) + 1000
+    path = tmp_path / "requests.csv"
+    pd.DataFrame({"request_id": ["a", "b", "b", "c", "d"],
+                  "user_id": [user_id, user_id, user_id, 999999, "x"],
+                  "item_id": [item_id, never, "", "", ""]}).to_csv(path, index=False)
+    requests = resolve_requests(read_requests(path), mask)
+    assert requests.pairs[["user_id", "item_id"]].values.tolist() == [[user_id, item_id]]
+    reasons = list(zip(requests.rejected["request_id"], requests.rejected["reason"]))
+    assert reasons == [("b", "item not currently shared by this user"), ("b", "duplicate request_id"),
+                       ("c", "unknown user"), ("d", "user_id and item_id must be non-negative integers")]
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="cannot be parsed"):
+        read_requests(tmp_path / "empty.csv")
+    (tmp_path / "cols.csv").write_text("user,item\n1,2\n")
+    with pytest.raises(DataError, match="lacks column"):
+        read_requests(tmp_path / "cols.csv")
+
+
+def test_contrastive_unshare_removes_edges_and_lowers_scores(trained_run, tmp_path):
+    requests_file = tmp_path / "requests.csv"
+    make_requests_stage(trained_run, 0.2, "all", 0, requests_file)
+    _, interactions, mask, before = load_run(trained_run)
+    requests = resolve_requests(read_requests(requests_file), mask)
+    users, items = requests.pairs["user"].to_numpy(), requests.pairs["item"].to_numpy()
+    scores_before = server_scores(before, users, items)
+
+    out = tmp_path / "after"
+    metrics = unshare_stage(trained_run, out, "contrastive", requests_file=requests_file, compare_retrain=True)
+    assert metrics["unshared_interactions"] == len(requests.pairs) and metrics["storage_bytes"] > 0
+    written = json.loads((out / "unlearning.json").read_text())
+    for key in ("recall@20", "ndcg@20", "mia_auc", "unshared_mean_rank", "seconds", "storage_bytes"):
+        assert key in written
+    assert "recall@20" in metrics["retrain"]
+
+    # The unshared edges are gone from everything the server keeps.
+    server = load_tensors(out / "server.pt")
+    kept = set(zip(server["shared_users"].tolist(), server["shared_items"].tolist()))
+    assert not kept & set(zip(users.tolist(), items.tolist()))
+    assert not pd.read_parquet(out / "masks.parquet").merge(requests.pairs[["user", "item"]]).shared.any()
+    # The unshared items' server scores for their users went down.
+    _, _, _, after = load_run(out)
+    assert server_scores(after, users, items).mean() < scores_before.mean()
+
+
+def test_auc_matches_its_definition():
+    assert auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert auc(np.array([1.0]), np.array([1.0])) == 0.5
+    assert auc(np.array([1.0, 3.0]), np.array([2.0])) == 0.5
