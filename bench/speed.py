@@ -126,7 +126,8 @@ def build_and_warm_up(config: Config, interactions: Interactions, mask: pd.DataF
 
 
 def summary(seconds: list[float]) -> dict:
-    return {"seconds_per_round": float(np.mean(seconds)), "rounds": len(seconds), "round_seconds": seconds}
+    return {"seconds_per_round": float(np.mean(seconds)), "min_seconds": min(seconds), "rounds": len(seconds),
+            "round_seconds": seconds}
 
 
 def log(message: str) -> None:

@@ -59,7 +59,7 @@ class ModelConfig:
     server_layers: int = 2
     client_encoder: str = "mf"
     use_server_graph: bool = True
-    contrastive_weight: float = 0.1
+    contrastive_weight: float = 0.0
     temperature: float = 0.2
     align_direction: str = "both"
     align_batch: int = 2048

@@ -174,8 +174,8 @@ def affected_nodes(old_graph: SharedGraph, pairs: pd.DataFrame, hops: int) -> tu
     """Users and items within ``hops`` of the requesting users and unshared items on the old graph."""
     users = torch.zeros(old_graph.n_users, dtype=torch.bool, device=old_graph.users.device)
     items = torch.zeros(old_graph.n_items, dtype=torch.bool, device=old_graph.users.device)
-    users[torch.as_tensor(pairs["user"].to_numpy(), device=users.device)] = True
-    items[torch.as_tensor(pairs["item"].to_numpy(), device=users.device)] = True
+    users[torch.tensor(pairs["user"].to_numpy(), device=users.device)] = True
+    items[torch.tensor(pairs["item"].to_numpy(), device=users.device)] = True
     for _ in range(hops):
         new_users = users.clone()
         new_users[old_graph.users[items[old_graph.items]]] = True

@@ -36,7 +36,8 @@ def synthetic_raw(n_users: int = 40, n_items: int = 60, per_user: int = 12, seed
 
 @pytest.fixture
 def tiny_config():
-    return load_config(None, ["federated.rounds=6", "eval.every=2", "model.dim=8", "model.align_batch=16"])
+    return load_config(None, ["federated.rounds=6", "eval.every=2", "model.dim=8", "model.align_batch=16",
+                              "model.contrastive_weight=0.1"])
 
 
 @pytest.fixture
