@@ -56,13 +56,13 @@ def cache_dir() -> Path:
 def locate_dataset(name: str, data_dir: str | None) -> Path:
     """Find the file of a known dataset: --data-dir, then $FEDSHARE_DATA_DIR, then the download cache."""
     known = KNOWN_DATASETS[name]
-    folders = [Path(d) for d in (data_dir, os.environ.get("FEDSHARE_DATA_DIR")) if d]
-    for folder in folders:
-        candidate = folder / known.relative_path
+    folder = data_dir or os.environ.get("FEDSHARE_DATA_DIR")  # an explicit --data-dir wins over the variable
+    if folder:
+        candidate = Path(folder) / known.relative_path
         if candidate.exists():
             return candidate
-    if data_dir:
-        raise DataError(f"{name}: {Path(data_dir) / known.relative_path} not found (is --data-dir laid out like ../shared/data?)")
+        source = "--data-dir" if data_dir else "FEDSHARE_DATA_DIR"
+        raise DataError(f"{name}: {candidate} not found (is {source} laid out like ../shared/data?)")
     cached = cache_dir() / known.relative_path
     if cached.exists():
         return cached

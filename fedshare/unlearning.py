@@ -311,7 +311,7 @@ def forgetting_metrics(model: Model, interactions: Interactions, pairs: pd.DataF
     non_member = server_scores(model, users, np.array(never))
     with torch.no_grad():
         global_users, global_items = model.server.propagate()
-        scores = global_users[torch.as_tensor(users)] @ global_items.T
-        own = scores[torch.arange(len(users)), torch.as_tensor(pairs["item"].to_numpy())]
+        scores = global_users[torch.tensor(users)] @ global_items.T
+        own = scores[torch.arange(len(users)), torch.tensor(pairs["item"].to_numpy())]
         ranks = (scores > own.unsqueeze(1)).sum(1) + 1
     return {"mia_auc": auc(member, non_member), "unshared_mean_rank": float(ranks.float().mean())}
