@@ -47,7 +47,7 @@ def train_stage(config: Config, out_dir: str | Path, progress: bool = True) -> d
             snapshots.save(round_number, model.server.state())
 
     result = train(config, interactions, mask, progress=progress, on_round=keep_snapshot)
-    metrics = test_metrics(result, interactions, mask)
+    metrics = final_metrics(result, interactions, mask)
     metrics["snapshot_bytes"] = snapshots.bytes_on_disk() if snapshots.folder.exists() else 0
     save_model(result, out)
     atomic_write_json(out / "history.json", result.history)
@@ -55,7 +55,7 @@ def train_stage(config: Config, out_dir: str | Path, progress: bool = True) -> d
     return metrics
 
 
-def test_metrics(result: TrainResult, interactions: Interactions, mask) -> dict[str, Any]:
+def final_metrics(result: TrainResult, interactions: Interactions, mask) -> dict[str, Any]:
     config = result.model.config
     sharing = sharing_users(mask, interactions.n_users)
     groups = {"sharing": sharing, "private": ~sharing}

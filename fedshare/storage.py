@@ -17,6 +17,10 @@ import pandas as pd
 import torch
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class CorruptFileError(ValueError):
     """A file whose checksum does not match what was recorded when it was written."""
 
@@ -29,6 +33,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
