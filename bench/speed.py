@@ -179,6 +179,27 @@ def peak_rss_mib() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
+def cpu_seconds() -> tuple[float, float] | None:
+    """(CPU-seconds used by the whole machine, by this process) so far; None where /proc/stat is missing."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    machine = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return machine, usage.ru_utime + usage.ru_stime
+
+
+def other_processes_cpu(before: tuple[float, float] | None, seconds: float) -> dict | None:
+    """CPU time other processes took while the benchmark ran: anything above ~0 makes timings suspect."""
+    after = cpu_seconds()
+    if before is None or after is None:
+        return None
+    other = max(0.0, (after[0] - before[0]) - (after[1] - before[1]))
+    return {"cpu_seconds": other, "wall_seconds": seconds, "mean_cpus": other / seconds}
+
+
 def git_revision() -> str | None:
     try:
         done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT,
@@ -198,7 +219,7 @@ def machine_facts(device: torch.device) -> dict:
 
 def machine_line(facts: dict) -> str:
     return (f"{facts['device_name']} ({facts['device']}), {facts['cpu_count']} CPUs, torch {facts['torch']} "
-            f"with {facts['torch_threads']} threads, {facts['platform']}")
+            f"(torch threads: {facts['torch_threads']}), {facts['platform']}")
 
 
 def table_row(result: dict) -> str:
@@ -216,7 +237,7 @@ def markdown_report(report: dict) -> str:
     lines = [TABLE_HEADER, "|" + "---|" * len(COLUMNS)]
     lines += [table_row(result) for result in report["results"]]
     skipped = [r["dataset"] for r in report["results"] if "loop" not in r]
-    rounds, load = report["rounds"], report["load_average_1min"]
+    rounds, other = report["rounds"], report["other_processes"]
     lines += ["", f"Seconds are the mean of {rounds['timed']} timed rounds after 1 warm-up round "
                   f"({rounds['loop']} for the per-client loop, timed on the already warm model); "
                   "round/central ratio = vectorized fedshare round / central full-batch epoch."]
@@ -224,8 +245,9 @@ def markdown_report(report: dict) -> str:
         lines.append(f"The per-client loop was not timed on {', '.join(skipped)} (--loop-datasets).")
     lines += [f"Peak RSS {report['peak_rss_mib']:.0f} MiB"
               + (f", peak CUDA memory {report['peak_cuda_mib']:.0f} MiB." if "peak_cuda_mib" in report else "."),
-              f"1-minute load average {load['before']:.2f} before, {load['after']:.2f} after "
-              "(above the CPU count means other processes competed for the CPUs).",
+              f"Other processes used {other['mean_cpus']:.2f} of the {report['machine']['cpu_count']} CPUs on average "
+              f"during the {other['wall_seconds']:.0f} s run (timings are clean only when this is near 0)."
+              if other else "",
               "", f"Machine: {machine_line(report['machine'])}.", "", f"Command: `{report['command']}`"]
     return "\n".join(lines) + "\n"
 
@@ -243,7 +265,7 @@ def main() -> int:
         sys.exit(f"error: {err}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
+    started, cpu_before = time.perf_counter(), cpu_seconds()
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
             path = write_synthetic_dataset(Path(tmp))
@@ -256,7 +278,7 @@ def main() -> int:
                    for name, label in datasets]
     report = {"command": shlex.join(["python", *sys.argv]),
               "machine": machine_facts(device), "rounds": {"timed": args.rounds, "loop": args.loop_rounds},
-              "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
+              "other_processes": other_processes_cpu(cpu_before, time.perf_counter() - started),
               "peak_rss_mib": peak_rss_mib(), "results": results}
     if device.type == "cuda":
         report["peak_cuda_mib"] = max(r["peak_cuda_mib"] for r in results)

@@ -98,7 +98,7 @@ class Server:
             loss.backward()
         if client_item_gradient is not None:
             if self.item_table.grad is None:
-                self.item_table.grad = client_item_gradient.clone()
+                self.item_table.grad = client_item_gradient
             else:
                 self.item_table.grad += client_item_gradient
         self.optimizer.step()
@@ -205,11 +205,11 @@ class ClientBatch:
         n, k = self.neg_row.shape
         return rows[0].index_select(0, self.neg_row.reshape(-1)).view(n, k, -1)
 
-    def add_changes(self, upload: torch.Tensor, rows: list[torch.Tensor], start: list[torch.Tensor]) -> torch.Tensor:
+    def add_changes(self, upload: torch.Tensor, changes: list[torch.Tensor]) -> torch.Tensor:
         """Scatter-add each row's change into ``upload`` (the sum over clients, per item)."""
         offset = 0
-        for now, before in zip(rows, start):
-            change = (now - before).reshape(-1, now.shape[-1])
+        for change in changes:
+            change = change.reshape(-1, change.shape[-1])
             upload.index_add_(0, self.row_items[offset:offset + change.shape[0]], change)
             offset += change.shape[0]
         return upload
@@ -257,11 +257,11 @@ def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBa
     server broadcasts), so the sum of the clients' gradients is the gradient of the mean BPR loss.
     """
     rows = batch.initial_rows(item_table)
-    start = [tensor.clone() for tensor in rows]
+    changes: list[torch.Tensor] | None = None  # sum of the SGD steps = final rows - initial rows
     user_emb = store.user_emb[batch.users].clone()
     exp_avg, exp_avg_sq = store.exp_avg[batch.users], store.exp_avg_sq[batch.users]
     steps = store.steps[batch.users]
-    for _ in range(federated.local_steps):
+    for step_number in range(federated.local_steps):
         for tensor in rows:
             tensor.requires_grad_(True)
         user_emb.requires_grad_(True)
@@ -277,11 +277,14 @@ def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBa
             user_emb = user_emb.detach()
             steps = steps + 1
             adam_update(user_emb, user_grad, exp_avg, exp_avg_sq, steps, federated.client_lr)
-            rows = [tensor.detach() - federated.local_lr * grad for tensor, grad in zip(rows, row_grads)]
+            step = [-federated.local_lr * grad for grad in row_grads]
+            changes = step if changes is None else [total + part for total, part in zip(changes, step)]
+            if step_number + 1 < federated.local_steps:  # the last step's rows are never read again
+                rows = [tensor.detach() + part for tensor, part in zip(rows, step)]
     store.user_emb[batch.users] = user_emb
     store.exp_avg[batch.users], store.exp_avg_sq[batch.users] = exp_avg, exp_avg_sq
     store.steps[batch.users] = steps
-    return batch.add_changes(torch.zeros_like(item_table), rows, start)
+    return batch.add_changes(torch.zeros_like(item_table), changes)
 
 
 def client_round(store: ClientStore, broadcast: Broadcast, participants: torch.Tensor, model: ModelConfig,

@@ -82,7 +82,7 @@ def build_model(config: Config, interactions: Interactions, mask: pd.DataFrame, 
     method = config.run.method
     train = interactions.part("train")
     if method == "central":
-        everything = SharedGraph(torch.as_tensor(train["user"].to_numpy()), torch.as_tensor(train["item"].to_numpy()),
+        everything = SharedGraph(torch.tensor(train["user"].to_numpy()), torch.tensor(train["item"].to_numpy()),
                                  interactions.n_users, interactions.n_items)
         server = Server(everything, config.model, config.federated, generator, device,
                         use_graph=True, train_item_table=False)
