@@ -82,8 +82,11 @@ class Server:
 
     def step(self, client_item_gradient: torch.Tensor | None,
              global_users: torch.Tensor | None, global_items: torch.Tensor | None,
-             alignment_weight: float) -> dict[str, float]:
-        """One Adam step on the server's parameters; returns the loss terms for logging."""
+             alignment_weight: float, extra_loss: torch.Tensor | None = None) -> dict[str, float]:
+        """One Adam step on the server's parameters; returns the loss terms for logging.
+
+        ``extra_loss`` (e.g. the contrastive unlearning term) is added to the graph loss.
+        """
         if self.optimizer is None:
             return {}
         self.optimizer.zero_grad(set_to_none=True)
@@ -95,6 +98,9 @@ class Server:
                 align = self.alignment_loss(global_items)
                 logs["align_items"] = align.item()
                 loss = loss + alignment_weight * align
+            if extra_loss is not None:
+                logs["extra"] = extra_loss.item()
+                loss = loss + extra_loss
             loss.backward()
         if client_item_gradient is not None:
             if self.item_table.grad is None:

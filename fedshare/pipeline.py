@@ -139,7 +139,7 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
                   fraction: float | None = None, scope: str = "all", mode: str = "unshare",
                   compare_retrain: bool = False, seed: int | None = None) -> dict[str, Any]:
     """Apply unshare (or delete) requests to a trained run, unlearn, measure, write a new run directory."""
-    from .unlearning import (METHODS, SnapshotStore, apply_delete, apply_to_mask, draw_requests, forgetting_metrics,
+    from .unlearning import (METHODS, SnapshotStore, apply_delete, apply_to_mask, draw_requests,
                              read_requests, resolve_requests, unlearn)
 
     if method not in METHODS:

@@ -98,8 +98,12 @@ def build_model(config: Config, interactions: Interactions, mask: pd.DataFrame, 
     return Model(method, server, clients, config), generator
 
 
-def run_round(model: Model, generator: torch.Generator) -> dict[str, float]:
-    """One federated round (or one full-batch epoch for ``central``)."""
+def run_round(model: Model, generator: torch.Generator,
+              extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+    """One federated round (or one full-batch epoch for ``central``).
+
+    ``extra_loss(global_users, global_items)`` adds a server-side term (used by unlearning).
+    """
     config = model.config
     global_users, global_items = model.server.propagate()  # the one propagation of this round
     item_gradient = None
@@ -108,7 +112,8 @@ def run_round(model: Model, generator: torch.Generator) -> dict[str, float]:
         participants = pick_participants(model.clients, config.federated.client_fraction, generator)
         item_gradient = client_round(model.clients, broadcast, participants, config.model, config.federated, generator)
     weight = config.model.contrastive_weight if model.method == "fedshare" else 0.0
-    return model.server.step(item_gradient, global_users, global_items, weight)
+    extra = extra_loss(global_users, global_items) if extra_loss is not None else None
+    return model.server.step(item_gradient, global_users, global_items, weight, extra)
 
 
 @dataclass

@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from .data import DataError, Interactions
-from .federated import client_round, pick_participants
 from .models import lightgcn, normalized_adjacency
 from .sharing import SharedGraph, shared_graph, sharing_users
 from .storage import load_tensors, save_tensors
-from .training import Model, build_model, run_round
+from .training import Model, run_round
 
 METHODS = ("contrastive", "finetune", "none", "retrain")
 
@@ -218,15 +217,13 @@ def unlearn(model: Model, interactions: Interactions, new_mask: pd.DataFrame, pa
     node_users, node_items = affected_nodes(old_graph, pairs, hops)
     if method == "none":
         return UnlearningResult(model, time.perf_counter() - started, 0, len(node_users), len(node_items))
-    clean_users = clean_items = None
+    extra_loss = None
     if method == "contrastive":
         clean_users, clean_items = clean_target(model, snapshots, pairs)
+        extra_loss = push_pull_loss((clean_users, clean_items, dirty_users, dirty_items), (node_users, node_items),
+                                    weight, model.config.model.temperature)
     for _ in range(rounds):
-        if method == "contrastive":
-            unlearning_round(model, generator, (clean_users, clean_items, dirty_users, dirty_items),
-                             (node_users, node_items), weight)
-        else:
-            run_round(model, generator)
+        run_round(model, generator, extra_loss)
     return UnlearningResult(model, time.perf_counter() - started, rounds, len(node_users), len(node_items))
 
 
@@ -246,31 +243,20 @@ def clean_target(model: Model, snapshots: SnapshotStore | None, pairs: pd.DataFr
         return lightgcn(users, items, server.adjacency, model.config.model.server_layers)
 
 
-def unlearning_round(model: Model, generator: torch.Generator, targets: tuple, nodes: tuple, weight: float) -> None:
-    """A federated round whose server loss adds the contrastive unlearning term on the affected nodes."""
-    server = model.server
-    global_users, global_items = server.propagate()
-    item_gradient = None
-    if model.clients is not None:
-        broadcast = server.broadcast(global_users, global_items)
-        participants = pick_participants(model.clients, model.config.federated.client_fraction, generator)
-        item_gradient = client_round(model.clients, broadcast, participants, model.config.model,
-                                     model.config.federated, generator)
-    server.optimizer.zero_grad(set_to_none=True)
-    loss = server.graph_bpr_loss(global_users, global_items)
-    if model.config.model.contrastive_weight > 0:
-        loss = loss + model.config.model.contrastive_weight * server.alignment_loss(global_items)
+def push_pull_loss(targets: tuple, nodes: tuple, weight: float, temperature: float):
+    """The contrastive unlearning term on the affected nodes, as a function of this round's propagation:
+    -log( e^{cos(z,z+)/t} / (e^{cos(z,z+)/t} + e^{cos(z,z-)/t}) ), averaged, times ``weight``."""
     clean_users, clean_items, dirty_users, dirty_items = targets
-    z = torch.cat([global_users[nodes[0]], global_items[nodes[1]]])
     positive = torch.cat([clean_users[nodes[0]], clean_items[nodes[1]]])
     negative = torch.cat([dirty_users[nodes[0]], dirty_items[nodes[1]]])
-    pos = F.cosine_similarity(z, positive, dim=-1) / model.config.model.temperature
-    neg = F.cosine_similarity(z, negative, dim=-1) / model.config.model.temperature
-    loss = loss + weight * (torch.logsumexp(torch.stack([pos, neg]), 0) - pos).mean()
-    loss.backward()
-    if item_gradient is not None:
-        server.item_table.grad = item_gradient if server.item_table.grad is None else server.item_table.grad + item_gradient
-    server.optimizer.step()
+
+    def loss(global_users: torch.Tensor, global_items: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([global_users[nodes[0]], global_items[nodes[1]]])
+        pos = F.cosine_similarity(z, positive, dim=-1) / temperature
+        neg = F.cosine_similarity(z, negative, dim=-1) / temperature
+        return weight * (torch.logsumexp(torch.stack([pos, neg]), 0) - pos).mean()
+
+    return loss
 
 
 # -- forgetting measures ---------------------------------------------------------------------------

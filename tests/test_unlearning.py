@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fedshare.config import load_config
 from fedshare.data import DataError
