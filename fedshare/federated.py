@@ -53,10 +53,7 @@ class Server:
         self.device = device
         self.generator = generator
         self.use_graph = use_graph and graph.n_edges > 0
-        self.graph = SharedGraph(graph.users.to(device), graph.items.to(device), graph.n_users, graph.n_items)
-        self.shared_keys = torch.sort(self.graph.users * graph.n_items + self.graph.items).values
-        self.adjacency = normalized_adjacency(self.graph.users, self.graph.items, graph.n_users, graph.n_items)
-        self.items_in_graph = torch.unique(self.graph.items)
+        self.set_graph(graph)
 
         def init(rows: int) -> torch.Tensor:
             values = torch.randn(rows, model.dim, generator=generator, device=device) * model.init_std
@@ -69,6 +66,17 @@ class Server:
         if train_item_table:
             parameters.append(self.item_table)
         self.optimizer = torch.optim.Adam(parameters, lr=federated.server_lr) if parameters else None
+
+    def set_graph(self, graph: SharedGraph) -> None:
+        """Take a (new) shared graph: the edges, their keys and the normalized adjacency.
+
+        Used at construction and when unsharing removes edges; the embeddings are kept.
+        """
+        device = self.device
+        self.graph = SharedGraph(graph.users.to(device), graph.items.to(device), graph.n_users, graph.n_items)
+        self.shared_keys = torch.sort(self.graph.users * graph.n_items + self.graph.items).values
+        self.adjacency = normalized_adjacency(self.graph.users, self.graph.items, graph.n_users, graph.n_items)
+        self.items_in_graph = torch.unique(self.graph.items)
 
     # -- one round -------------------------------------------------------------------------------
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import DataError, Interactions
-from .models import lightgcn, normalized_adjacency
+from .models import lightgcn
 from .sharing import SharedGraph, shared_graph, sharing_users
 from .storage import load_tensors, save_tensors
 from .training import Model, run_round
@@ -158,13 +158,8 @@ def apply_delete(interactions: Interactions, mask: pd.DataFrame, pairs: pd.DataF
 
 def replace_graph(model: Model, mask: pd.DataFrame, interactions: Interactions) -> None:
     """Give the server the cleaned shared graph; keep its embeddings and optimizer."""
-    server = model.server
-    graph = shared_graph(mask, interactions.n_users, interactions.n_items)
-    device = server.device
-    server.graph = SharedGraph(graph.users.to(device), graph.items.to(device), graph.n_users, graph.n_items)
-    server.shared_keys = torch.sort(server.graph.users * graph.n_items + server.graph.items).values
-    server.adjacency = normalized_adjacency(server.graph.users, server.graph.items, graph.n_users, graph.n_items)
-    server.items_in_graph = torch.unique(server.graph.items)
+    model.server.set_graph(shared_graph(mask, interactions.n_users, interactions.n_items))
+    device = model.server.device
     if model.clients is not None:
         model.clients.shares = torch.as_tensor(sharing_users(mask, interactions.n_users), device=device)
 
