@@ -6,8 +6,13 @@ engine and the per-client reference loop compute exactly the same things.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
+
+# CSR is what we want on CPU and CUDA; torch's "beta" notice would greet every user on every run.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 def normalized_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:

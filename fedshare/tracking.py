@@ -1,0 +1,294 @@
+"""MLflow tracking and model registry: the only module of FedShare that imports MLflow.
+
+What is logged, and why:
+
+* one experiment per dataset (``fedshare-<dataset>``), so runs on different data never get compared;
+* a training run: its parameters (the whole config, flattened), per-round validation metrics sent with
+  ``log_batch`` in chunks, the test metrics, the interactions and sharing masks as dataset inputs
+  (digest, schema and size, never the rows), a Recall-vs-round plot and the model;
+* an unlearning event: a run of its own, tagged with the run and model version it started from,
+  with ``storage_bytes``, ``seconds``, utility and forgetting metrics, the method and how many
+  requests and users it touched.
+
+The logged model is the *server's* scorer: ``scores = user_vectors @ item_vectors.T`` with the
+global item vectors inside.  The user vectors are an input, computed on each device, so no private
+user embedding ever reaches the tracking server.  The ``champion`` alias of the registered model
+moves to a new training version only when its validation metric beats the champion's; after an
+unlearning event it always moves to the unlearned version, because the older versions still carry
+the influence of data a user has withdrawn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import Config, ConfigError
+
+CHAMPION = "champion"
+BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+@dataclass
+class TrackedRun:
+    run_id: str
+    experiment: str
+    model_version: str | None
+    champion: bool
+    uri: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "experiment": self.experiment, "model_version": self.model_version,
+                "champion": self.champion, "tracking_uri": self.uri}
+
+
+class GlobalScorer(torch.nn.Module):
+    """The server's recommendation model: scores of every item for a batch of user vectors."""
+
+    def __init__(self, item_vectors: torch.Tensor):
+        super().__init__()
+        self.register_buffer("item_vectors", item_vectors.detach().float().cpu().clone())
+
+    def forward(self, user_vectors: torch.Tensor) -> torch.Tensor:
+        return user_vectors @ self.item_vectors.T
+
+
+def _mlflow():
+    try:
+        import mlflow
+    except ImportError:  # the GPU machine and minimal installs have no MLflow
+        raise ConfigError("MLflow is not installed; install requirements.txt or pass --set tracking.enabled=false") from None
+    return mlflow
+
+
+def names(config: Config) -> tuple[str, str]:
+    """(experiment, registered model) names; both default to fedshare-<dataset>."""
+    dataset = Path(config.data.dataset).stem if ("/" in config.data.dataset or "." in config.data.dataset) else config.data.dataset
+    default = f"fedshare-{dataset}"
+    return config.tracking.experiment or default, config.tracking.registered_model or default
+
+
+def tracking_uri(config: Config) -> str:
+    return config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def metric_key(name: str) -> str:
+    """MLflow keys allow letters, digits, _ - . / space: recall@20 -> recall_at_20."""
+    return name.replace("@", "_at_")
+
+
+def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested metrics dict, with MLflow-safe keys (group/recall_at_20)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{metric_key(str(key))}"
+        if isinstance(value, dict):
+            flat.update(flat_metrics(value, name + "/"))
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            if np.isfinite(value):
+                flat[name] = float(value)
+    return flat
+
+
+def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    params: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            params.update(flat_params(value, f"{prefix}{key}."))
+        else:
+            params[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else str(value)
+    return params
+
+
+def log_metric_history(client, run_id: str, history: list[dict[str, Any]], step_key: str = "round") -> int:
+    """Per-round metrics in batches of at most 1000 values; returns how many were sent."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(metric_key(key), float(value), now, int(row[step_key]))
+               for row in history for key, value in row.items()
+               if key != step_key and isinstance(value, (int, float)) and np.isfinite(value)]
+    for start in range(0, len(metrics), BATCH):
+        client.log_batch(run_id, metrics=metrics[start:start + BATCH])
+    return len(metrics)
+
+
+def _start(config: Config, run_name: str, tags: dict[str, str]):
+    # MLflow's hints about integer schemas and ambiguous dataset sources say nothing useful here.
+    warnings.filterwarnings("ignore", message=".*(Integer columns|dataset source can be interpreted).*")
+    mlflow = _mlflow()
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    experiment, _ = names(config)
+    mlflow.set_experiment(experiment)
+    return mlflow, uri, experiment, mlflow.start_run(run_name=run_name, tags=tags)
+
+
+def log_training(config: Config, run_dir: Path, metrics: dict[str, Any], history: list[dict[str, Any]],
+                 item_vectors: torch.Tensor, user_dim: int, interactions_table, mask) -> TrackedRun:
+    """Log one training run (params, per-round metrics, inputs, plot, model) and register it."""
+    run_name = f"{config.run.method}-{config.sharing.policy}-seed{config.run.seed}"
+    tags = {"fedshare.kind": "training", "fedshare.method": config.run.method, "fedshare.sharing": config.sharing.policy,
+            "fedshare.dataset": config.data.dataset, "fedshare.run_dir": str(Path(run_dir).resolve())}
+    mlflow, uri, experiment, run = _start(config, run_name, tags)
+    with run:
+        mlflow.log_params(flat_params(config.to_dict()))
+        log_metric_history(mlflow.MlflowClient(), run.info.run_id, history)
+        mlflow.log_metrics(flat_metrics({k: v for k, v in metrics.items() if k != "valid"}, "test/"))
+        mlflow.log_metrics(flat_metrics(metrics.get("valid", {}), "valid/"))
+        _log_inputs(mlflow, interactions_table, mask, config)
+        mlflow.log_figure(recall_plot(history, config.eval.metric), "plots/validation_vs_round.png")
+        mlflow.log_dict(metrics, "metrics.json")
+        version = _log_model(mlflow, config, item_vectors, user_dim) if config.tracking.register else None
+    validation = metrics.get("valid", {}).get(config.eval.metric)
+    champion = _maybe_promote(mlflow, config, version, validation) if version else False
+    return TrackedRun(run.info.run_id, experiment, version, champion, uri)
+
+
+def log_unlearning(config: Config, event_dir: Path, metrics: dict[str, Any], item_vectors: torch.Tensor,
+                   user_dim: int, parent: dict[str, Any] | None) -> TrackedRun:
+    """Log one unlearning event as its own run, linked to the run/model it started from."""
+    parent = parent or {}
+    run_name = f"unlearn-{metrics['method']}-{metrics['requests']}req"
+    tags = {"fedshare.kind": "unlearning", "fedshare.method": metrics["method"], "fedshare.mode": metrics.get("mode", ""),
+            "fedshare.dataset": config.data.dataset, "fedshare.run_dir": str(Path(event_dir).resolve()),
+            "fedshare.parent_run_id": str(parent.get("run_id", "")),
+            "fedshare.parent_model_version": str(parent.get("model_version", ""))}
+    mlflow, uri, experiment, run = _start(config, run_name, tags)
+    with run:
+        mlflow.log_params({"unlearning.method": metrics["method"], "unlearning.mode": metrics.get("mode"),
+                           "unlearning.rounds": metrics.get("rounds"), "unlearning.weight": config.unlearning.weight,
+                           "unlearning.hops": config.unlearning.hops, "sharing.policy": config.sharing.policy,
+                           "run.seed": config.run.seed})
+        mlflow.log_metrics(flat_metrics(metrics))
+        mlflow.log_dict(metrics, "unlearning.json")
+        version = _log_model(mlflow, config, item_vectors, user_dim) if config.tracking.register else None
+    if version:  # older versions still carry the withdrawn data's influence
+        _client(mlflow).set_registered_model_alias(names(config)[1], CHAMPION, version)
+    return TrackedRun(run.info.run_id, experiment, version, bool(version), uri)
+
+
+def log_events_plot(config: Config, events: list[dict[str, Any]]) -> None:
+    """Utility, MIA AUC and storage across sequential unlearning events, into the latest event's run."""
+    if not events:
+        return
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri(config))
+    run_id = events[-1].get("tracking", {}).get("run_id")
+    if run_id:
+        mlflow.MlflowClient().log_figure(run_id, events_plot(events), "plots/unlearning_events.png")
+
+
+def _client(mlflow):
+    return mlflow.MlflowClient()
+
+
+def _log_inputs(mlflow, interactions_table, mask, config: Config) -> None:
+    """The data as MLflow dataset inputs: name, digest, schema and row count, not the rows themselves."""
+    from .data import KNOWN_DATASETS
+
+    known = KNOWN_DATASETS.get(config.data.dataset)
+    source = known.url if known else str(Path(config.data.dataset).resolve())
+    for frame, name, context in ((interactions_table, f"{names(config)[0]}-interactions", "training"),
+                                 (mask, f"{names(config)[0]}-sharing-mask", "sharing")):
+        columns = [c for c in frame.columns if c not in ("rating", "timestamp")]
+        view = frame[columns].astype({c: object for c in columns if frame[c].dtype.kind not in "biuf"})  # pandas 3 str
+        mlflow.log_input(mlflow.data.from_pandas(view, source=source, name=name), context=context)
+
+
+def _log_model(mlflow, config: Config, item_vectors: torch.Tensor, user_dim: int) -> str:
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    scorer = GlobalScorer(item_vectors)
+    example = np.zeros((2, user_dim), dtype=np.float32)
+    with torch.no_grad():
+        output = scorer(torch.from_numpy(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        scorer, name="model", input_example=example, signature=infer_signature(example, output),
+        registered_model_name=names(config)[1], pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    return str(info.registered_model_version)
+
+
+def _maybe_promote(mlflow, config: Config, version: str, validation: float | None) -> bool:
+    """Move ``champion`` to ``version`` when it beats the current champion on validation."""
+    client = _client(mlflow)
+    model_name = names(config)[1]
+    key = "valid/" + metric_key(config.eval.metric)
+    try:
+        current = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        current = None
+    if current is not None and validation is not None:
+        best = client.get_run(current.run_id).data.metrics.get(key)
+        if best is not None and best >= validation:
+            return False
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+    return True
+
+
+def champion_version(config: Config) -> str | None:
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri(config))
+    try:
+        return str(_client(mlflow).get_model_version_by_alias(names(config)[1], CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+# -- plots (matplotlib comes with MLflow) -----------------------------------------------------------
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def recall_plot(history: list[dict[str, Any]], metric: str):
+    plt = _figure()
+    figure, axis = plt.subplots(figsize=(5, 3.2))
+    key = f"valid/{metric}"
+    rounds = [row["round"] for row in history if key in row]
+    axis.plot(rounds, [row[key] for row in history if key in row], marker=".")
+    axis.set_xlabel("round")
+    axis.set_ylabel(f"validation {metric}")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def events_plot(events: list[dict[str, Any]]):
+    plt = _figure()
+    figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    steps = list(range(1, len(events) + 1))
+    for axis, key, label in zip(axes, ("recall@20", "mia_auc", "storage_bytes"),
+                                ("test recall@20", "MIA AUC", "bytes kept for unlearning")):
+        axis.plot(steps, [event["metrics"].get(key, np.nan) for event in events], marker="o")
+        axis.set_xlabel("unlearning event")
+        axis.set_title(label)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def open_ui_hint(config: Config) -> str:
+    return f"mlflow ui --backend-store-uri {tracking_uri(config)}"
+
+
+def temporary_store() -> str:
+    """A throwaway sqlite store (tests, dry runs)."""
+    return f"sqlite:///{tempfile.mkdtemp(prefix='fedshare-mlflow-')}/mlflow.db"
