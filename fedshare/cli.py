@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="cpu or cuda")
     train.add_argument("--rounds", type=int, help="maximum number of federated rounds (federated.rounds)")
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    train.add_argument("--prepared", metavar="DIR", help="start from `fedshare prepare` output instead of loading the data")
+    train.add_argument("--masks", metavar="FILE", help="start from `fedshare share` masks instead of drawing them")
+    train.add_argument("--state", metavar="DIR", help="then serve the run from this state folder if it beats the current "
+                                                      "model on validation (what the unlearning flow works on)")
     add_config_arguments(train)
     train.set_defaults(handler=run_train)
 
@@ -87,28 +91,99 @@ def build_parser() -> argparse.ArgumentParser:
     unshare.add_argument("--seed", type=int, help="seed (default: the run's)")
     unshare.add_argument("--out", required=True, metavar="OUT_DIR")
     unshare.set_defaults(handler=run_unshare)
+    add_config_arguments(unshare, quiet=False)
+
+    add_pipeline_commands(commands)
     return parser
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def add_pipeline_commands(commands) -> None:
+    """The DVC stages and the unlearning inbox: one command per stage."""
+    fetch = commands.add_parser(
+        "fetch", help="copy a known dataset into a DVC-tracked folder (data/)",
+        description="Copy ml-100k or ml-1m from --data-dir / $FEDSHARE_DATA_DIR (else download from GroupLens with "
+                    "a checksum) into DIR, laid out like ../shared/data.  data.dvc tracks data/.")
+    fetch.add_argument("--dataset", default="ml-100k", help="ml-100k or ml-1m (default ml-100k)")
+    fetch.add_argument("--data-dir", help="source folder (default: $FEDSHARE_DATA_DIR, else cache/download)")
+    fetch.add_argument("--to", default="data", metavar="DIR", help="target folder (default data)")
+    fetch.set_defaults(handler=run_fetch)
+
+    prepare = commands.add_parser("prepare", help="load, clean and split the data (DVC stage)",
+                                  description="Read the dataset, map raw IDs to indices, split per user; writes "
+                                              "OUT/interactions.parquet and OUT/prepare.json.")
+    prepare.add_argument("--dataset")
+    prepare.add_argument("--data-dir")
+    prepare.add_argument("--out", required=True, metavar="DIR")
+    add_config_arguments(prepare, quiet=False)
+    prepare.set_defaults(handler=run_prepare)
+
+    validate = commands.add_parser("validate", help="Great Expectations checks on prepared data (DVC stage)",
+                                   description="Validate OUT of `fedshare prepare`; exit code 2 and a short report on failure.")
+    validate.add_argument("--prepared", required=True, metavar="DIR")
+    validate.add_argument("--report", metavar="FILE", help="write the report as JSON")
+    validate.set_defaults(handler=run_validate)
+
+    share = commands.add_parser("share", help="draw and validate the sharing masks (DVC stage)",
+                                description="Draw each user's sharing mask from sharing.policy; with --state, also "
+                                            "replay the unshare requests already applied there, so consent stays withdrawn.")
+    share.add_argument("--prepared", required=True, metavar="DIR")
+    share.add_argument("--sharing", metavar="POLICY")
+    share.add_argument("--state", metavar="DIR", help="state folder whose request journal to respect")
+    share.add_argument("--out", required=True, metavar="DIR")
+    add_config_arguments(share, quiet=False)
+    share.set_defaults(handler=run_share)
+
+    evaluate = commands.add_parser("evaluate", help="full-ranking evaluation of saved runs (DVC stage)",
+                                   description="Re-evaluate each RUN_DIR on test; writes OUT/summary.json and "
+                                               "OUT/validation_curve.json (for `dvc plots`).")
+    evaluate.add_argument("--run", action="append", required=True, metavar="RUN_DIR", dest="runs")
+    evaluate.add_argument("--out", required=True, metavar="DIR")
+    evaluate.set_defaults(handler=run_evaluate)
+
+    inbox = commands.add_parser(
+        "process-inbox", help="apply the request files dropped in the inbox to the served model",
+        description="For each CSV in the inbox (request_id,user_id,item_id; files named delete*.csv are delete "
+                    "requests): check it, journal the accepted requests, unlearn, log the event to MLflow, move the "
+                    "file to processed/ with its rejections.  What the unlearning flow and its schedule run.")
+    inbox.add_argument("--state", help="state folder (default requests.state)")
+    inbox.add_argument("--inbox", help="inbox folder (default requests.inbox)")
+    inbox.add_argument("--method", help="unlearning method (default unlearning.method)")
+    add_config_arguments(inbox, quiet=False)
+    inbox.set_defaults(handler=run_process_inbox)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, quiet: bool = True) -> None:
     parser.add_argument("--config", metavar="FILE", help="parameters file (default: params.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override one parameter, e.g. --set model.dim=32 (repeatable)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    if quiet:
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from(args: argparse.Namespace, flags: dict[str, object] | None = None):
+    overrides = list(args.overrides) + [f"{key}={value}" for key, value in (flags or {}).items() if value is not None]
+    return load_config(args.config, overrides)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from .pipeline import summary_line, train_stage
 
-    overrides = list(args.overrides)
-    flags = {"data.dataset": args.dataset, "data.data_dir": args.data_dir, "run.method": args.method,
-             "sharing.policy": args.sharing, "run.seed": args.seed, "run.device": args.device,
-             "federated.rounds": args.rounds}
-    overrides += [f"{key}={value}" for key, value in flags.items() if value is not None]
-    config = load_config(args.config, overrides)
-    metrics = train_stage(config, Path(args.out), progress=not args.quiet)
+    config = config_from(args, {"data.dataset": args.dataset, "data.data_dir": args.data_dir, "run.method": args.method,
+                                 "sharing.policy": args.sharing, "run.seed": args.seed, "run.device": args.device,
+                                 "federated.rounds": args.rounds})
+    metrics = train_stage(config, Path(args.out), progress=not args.quiet, prepared_dir=args.prepared,
+                          masks_path=args.masks)
     print(summary_line(metrics))
     print(f"wrote {Path(args.out) / 'metrics.json'}")
+    if "tracking" in metrics:
+        tracked = metrics["tracking"]
+        print(f"MLflow: run {tracked['run_id']} in {tracked['experiment']}, model version {tracked['model_version']}"
+              f"{' (champion)' if tracked['champion'] else ''}; browse with: mlflow ui --backend-store-uri {tracked['tracking_uri']}")
+    if args.state:
+        from .inbox import publish
+
+        served = publish(config, args.state, args.out)
+        print(f"{args.state}: {'now serving this run' if served else 'kept the current model (better on validation)'}")
     return 0
 
 
@@ -123,8 +198,10 @@ def run_make_requests(args: argparse.Namespace) -> int:
 def run_unshare(args: argparse.Namespace) -> int:
     from .pipeline import unshare_stage
 
+    if args.config:
+        raise ConfigError("unshare uses the run's own config.yaml; change single values with --set")
     metrics = unshare_stage(args.run, args.out, args.method, args.requests, args.fraction, args.scope, args.mode,
-                            args.compare_retrain, args.seed)
+                            args.compare_retrain, args.seed, overrides=args.overrides)
     print(f"{metrics['method']}: {metrics['requests']} requests ({metrics['rejected']} rejected), "
           f"{metrics['unshared_interactions']} interactions, recall@20 {metrics['recall@20']:.4f}, "
           f"MIA AUC {metrics['mia_auc']:.3f}, {metrics['seconds']:.1f}s, {metrics['storage_bytes']} bytes kept")
@@ -132,6 +209,70 @@ def run_unshare(args: argparse.Namespace) -> int:
         print(f"retrain: recall@20 {metrics['retrain']['recall@20']:.4f}, MIA AUC {metrics['retrain']['mia_auc']:.3f}, "
               f"{metrics['retrain']['seconds']:.1f}s")
     print(f"wrote {Path(args.out) / 'unlearning.json'}")
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from .data import fetch_dataset
+
+    print(f"{args.dataset}: {fetch_dataset(args.dataset, args.to, args.data_dir)}")
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from .pipeline import prepare_stage
+
+    summary = prepare_stage(config_from(args, {"data.dataset": args.dataset, "data.data_dir": args.data_dir}), args.out)
+    print(f"{summary['dataset']}: {summary['n_users']} users, {summary['n_items']} items, "
+          f"{summary['n_train']}/{summary['n_valid']}/{summary['n_test']} train/valid/test -> {args.out}")
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from .pipeline import validate_stage
+
+    report = validate_stage(args.prepared, args.report)
+    print(f"{report['suite']}: {report['evaluated']} expectations passed on {report['rows']} rows")
+    return 0
+
+
+def run_share(args: argparse.Namespace) -> int:
+    from .pipeline import share_stage
+
+    withdrawn = None
+    if args.state:
+        from .inbox import ModelStore
+
+        withdrawn = ModelStore(args.state).journal.applied_requests()
+    summary = share_stage(config_from(args, {"sharing.policy": args.sharing}), args.prepared, args.out, withdrawn)
+    print(f"sharing {summary['policy']}: {summary['n_shared']} of {summary['n_train']} training interactions shared "
+          f"by {summary['sharing_users']} users -> {Path(args.out) / 'masks.parquet'}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .pipeline import evaluate_stage
+
+    summary = evaluate_stage(args.runs, args.out)
+    for name, metrics in summary.items():
+        print(f"{name}: recall@20 {metrics['recall@20']:.4f}  ndcg@20 {metrics['ndcg@20']:.4f}")
+    return 0
+
+
+def run_process_inbox(args: argparse.Namespace) -> int:
+    from .inbox import process_inbox
+
+    config = config_from(args)
+    outcomes = process_inbox(config, args.state or config.requests.state, args.inbox or config.requests.inbox,
+                             args.method or config.unlearning.method)
+    if not outcomes:
+        print("inbox is empty")
+    for outcome in outcomes:
+        if "error" in outcome:
+            print(f"{outcome['file']}: not parsed, moved to failed/ ({outcome['error']})")
+        else:
+            print(f"{outcome['file']}: {outcome['applied']} requests applied, {outcome['rejected']} rejected"
+                  + (f", event {outcome['event']['event']} -> model {outcome['event']['model']}" if outcome["event"] else ""))
     return 0
 
 

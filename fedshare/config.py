@@ -96,6 +96,25 @@ class UnlearningConfig:
     rounds: int = 10
     weight: float = 1.0
     hops: int = 1
+    fru_alpha: float = 0.0
+
+
+@dataclass
+class RequestsConfig:
+    fraction: float = 0.1
+    scope: str = "all"
+    seed: int = 0
+    inbox: str = "inbox"
+    state: str = "state"
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+    registered_model: str | None = None
+    register: bool = True
 
 
 @dataclass
@@ -107,6 +126,8 @@ class Config:
     federated: FederatedConfig = field(default_factory=FederatedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
+    requests: RequestsConfig = field(default_factory=RequestsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,6 +156,9 @@ class Config:
              and int(self.eval.metric.split("@")[-1]) in self.eval.ks,
              f"eval.metric must look like recall@K or ndcg@K with K in eval.ks, got {self.eval.metric!r}"),
             (self.eval.every >= 1 and self.eval.patience >= 1, "eval.every and eval.patience must be >= 1"),
+            (0 <= self.unlearning.fru_alpha <= 1, "unlearning.fru_alpha must be in [0,1]"),
+            (0 < self.requests.fraction <= 1, "requests.fraction must be in (0,1]"),
+            (self.requests.scope in ("all", "partial"), "requests.scope must be all or partial"),
         ]
         for ok, message in checks:
             if not ok:

@@ -254,3 +254,23 @@ def split_per_user(users: np.ndarray, config: DataConfig, seed: int) -> np.ndarr
 
 def load_interactions(config: DataConfig, seed: int) -> Interactions:
     return prepare(load_raw(config), config, seed)
+
+
+def fetch_dataset(name: str, target_dir: str | Path, data_dir: str | None = None) -> Path:
+    """Copy a known dataset into ``target_dir`` (laid out like ../shared/data), e.g. DVC's ``data/``.
+
+    The source is found as for training (--data-dir, $FEDSHARE_DATA_DIR, cache, download with checksum);
+    an existing identical copy is left alone so that DVC sees no change.
+    """
+    if name not in KNOWN_DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)}")
+    source = locate_dataset(name, data_dir)
+    target = Path(target_dir) / KNOWN_DATASETS[name].relative_path
+    if target.exists() and target.stat().st_size == source.stat().st_size \
+            and hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    tmp.write_bytes(source.read_bytes())
+    tmp.replace(target)
+    return target

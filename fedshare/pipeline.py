@@ -13,6 +13,7 @@ A run directory holds everything later stages need:
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,72 @@ from .training import Model, TrainResult, build_model, evaluate, pick_device, tr
 from .unlearning import SnapshotStore
 
 
-def train_stage(config: Config, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Load, split, mask, train, evaluate on test and write the run directory; returns the metrics."""
+def prepare_stage(config: Config, out_dir: str | Path) -> dict[str, Any]:
+    """Load the raw data, map IDs, split per user; writes interactions.parquet and prepare.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     interactions = load_interactions(config.data, config.run.seed)
+    interactions.save(out)
+    counts = interactions.table["split"].value_counts()
+    summary = {"dataset": config.data.dataset, "seed": config.run.seed, "n_users": interactions.n_users,
+               "n_items": interactions.n_items, **{f"n_{split}": int(counts.get(split, 0)) for split in ("train", "valid", "test")}}
+    atomic_write_json(out / "prepare.json", summary)
+    return summary
+
+
+def validate_stage(prepared_dir: str | Path, report_path: str | Path | None = None) -> dict[str, Any]:
+    """Great Expectations suite on the prepared interactions; raises ValidationError when it fails."""
+    from .validation import check, validate_interactions
+
+    report = validate_interactions(Interactions.load(Path(prepared_dir)).table)
+    if report_path is not None:
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(report_path), report.to_dict())
+    check(report)
+    return report.to_dict()
+
+
+def share_stage(config: Config, prepared_dir: str | Path, out_dir: str | Path,
+                withdrawn: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Draw the sharing masks, replay withdrawn consent (applied unshare requests), validate, write masks.parquet."""
+    from .validation import check, validate_masks
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    interactions = Interactions.load(Path(prepared_dir))
     mask = build_mask(interactions, config.sharing, config.run.seed)
+    if withdrawn is not None and not withdrawn.empty:
+        mask = withdraw_consent(mask, withdrawn)
+    else:
+        check(validate_masks(mask, interactions.table))  # withdrawn consent lowers ratios on purpose
+    save_mask(mask, out / "masks.parquet")
+    summary = {"policy": config.sharing.policy, "n_train": len(mask), "n_shared": int(mask["shared"].sum()),
+               "sharing_users": int(sharing_users(mask, interactions.n_users).sum()),
+               "mean_sharing_ratio": float(mask.groupby("user")["ratio"].first().mean()),
+               "withdrawn_requests": 0 if withdrawn is None else len(withdrawn)}
+    atomic_write_json(out / "sharing.json", summary)
+    return summary
+
+
+def withdraw_consent(mask: pd.DataFrame, withdrawn: pd.DataFrame) -> pd.DataFrame:
+    """Apply past unshare requests (raw IDs) to a freshly drawn mask, so retraining respects them."""
+    from .unlearning import apply_to_mask, resolve_requests
+
+    resolved = resolve_requests(withdrawn[["request_id", "user_id", "item_id"]], mask)
+    return apply_to_mask(mask, resolved.pairs)
+
+
+def train_stage(config: Config, out_dir: str | Path, progress: bool = True, prepared_dir: str | Path | None = None,
+                masks_path: str | Path | None = None, track: bool | None = None) -> dict[str, Any]:
+    """Train, evaluate on test and write the run directory; returns the metrics.
+
+    With ``prepared_dir``/``masks_path`` (the DVC and Prefect stages) it starts from their outputs,
+    otherwise it loads, splits and masks the data itself (one-shot ``fedshare train``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    interactions = Interactions.load(Path(prepared_dir)) if prepared_dir else load_interactions(config.data, config.run.seed)
+    mask = load_mask(Path(masks_path)) if masks_path else build_mask(interactions, config.sharing, config.run.seed)
     save_config(config, out / "config.yaml")
     interactions.save(out)
     save_mask(mask, out / "masks.parquet")
@@ -52,7 +113,32 @@ def train_stage(config: Config, out_dir: str | Path, progress: bool = True) -> d
     save_model(result, out)
     atomic_write_json(out / "history.json", result.history)
     atomic_write_json(out / "metrics.json", metrics)
+    if config.tracking.enabled if track is None else track:
+        metrics["tracking"] = track_training(config, out, result.model, metrics, result.history, interactions, mask)
+        atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def track_stage(run_dir: str | Path) -> dict[str, Any]:
+    """Log a finished run directory to MLflow and register its model (the flow's separate step)."""
+    run = Path(run_dir)
+    config, interactions, mask, model = load_run(run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = json.loads((run / "history.json").read_text())
+    metrics["tracking"] = track_training(config, run, model, metrics, history, interactions, mask)
+    atomic_write_json(run / "metrics.json", metrics)
+    return metrics["tracking"]
+
+
+def track_training(config: Config, run_dir: Path, model: Model, metrics: dict[str, Any],
+                   history: list[dict[str, Any]], interactions: Interactions, mask) -> dict[str, Any]:
+    from .tracking import log_training
+
+    _, item_vectors = model.scoring_vectors()
+    tracked = log_training(config, run_dir, metrics, history, item_vectors, item_vectors.shape[1],
+                           interactions.table, mask).to_dict()
+    atomic_write_json(run_dir / "tracking.json", tracked)
+    return tracked
 
 
 def final_metrics(result: TrainResult, interactions: Interactions, mask) -> dict[str, Any]:
@@ -137,8 +223,12 @@ def make_requests_stage(run_dir: str | Path, fraction: float, scope: str, seed: 
 
 def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, requests_file: str | Path | None = None,
                   fraction: float | None = None, scope: str = "all", mode: str = "unshare",
-                  compare_retrain: bool = False, seed: int | None = None) -> dict[str, Any]:
-    """Apply unshare (or delete) requests to a trained run, unlearn, measure, write a new run directory."""
+                  compare_retrain: bool = False, seed: int | None = None, requests: pd.DataFrame | None = None,
+                  track: bool | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Apply unshare (or delete) requests to a trained run, unlearn, measure, write a new run directory.
+
+    The requests come from a CSV file, a table (the unlearning flow), or are drawn (``fraction``).
+    """
     from .unlearning import (METHODS, SnapshotStore, apply_delete, apply_to_mask, draw_requests,
                              read_requests, resolve_requests, unlearn)
 
@@ -146,18 +236,21 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}")
     if mode not in ("unshare", "delete"):
         raise ConfigError("--mode must be unshare or delete")
-    config, interactions, mask, model = load_run(run_dir)
+    config, interactions, mask, model = load_run(run_dir, overrides)
     if config.run.method != "fedshare":
         raise ConfigError(f"{run_dir} was trained with --method {config.run.method}; unsharing needs a fedshare run")
     seed = config.run.seed if seed is None else seed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if requests_file is not None:
+    if requests is not None:
+        table = requests
+    elif requests_file is not None:
         table = read_requests(Path(requests_file))
     elif fraction is not None:
         table = draw_requests(mask, fraction, scope, seed)
     else:
         raise ConfigError("give --requests FILE or --fraction F")
+    table.to_csv(out / "requests.csv", index=False)
     requests = resolve_requests(table, mask)
     requests.rejected.to_csv(out / "rejections.csv", index=False)
     if requests.pairs.empty:
@@ -199,6 +292,15 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
     save_mask(new_mask, out / "masks.parquet")
     save_model(TrainResult(result.model, 0, {}), out)
     atomic_write_json(out / "unlearning.json", metrics)
+    if config.tracking.enabled if track is None else track:
+        from .tracking import log_unlearning
+
+        parent_file = Path(run_dir) / "tracking.json"
+        parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
+        _, item_vectors = result.model.scoring_vectors()
+        metrics["tracking"] = log_unlearning(config, out, metrics, item_vectors, item_vectors.shape[1], parent).to_dict()
+        atomic_write_json(out / "tracking.json", metrics["tracking"])
+        atomic_write_json(out / "unlearning.json", metrics)
     return metrics
 
 
@@ -218,3 +320,28 @@ def embedding_distance(model: Model, reference: Model) -> float:
         _, items = model.server.propagate()
         _, reference_items = reference.server.propagate()
         return float(((items - reference_items).norm(dim=1) / reference_items.norm(dim=1).clamp(min=1e-12)).mean())
+
+
+def evaluate_stage(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """Re-evaluate saved models with full ranking on test; writes summary.json and the validation curves."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {}
+    curves: list[dict[str, Any]] = []
+    for run_dir in map(Path, run_dirs):
+        config, interactions, mask, model = load_run(run_dir)
+        sharing = sharing_users(mask, interactions.n_users)
+        metrics = evaluate(model, interactions, "test", {"sharing": sharing, "private": ~sharing})
+        unlearning_file = run_dir / "unlearning.json"
+        if unlearning_file.exists():
+            event = json.loads(unlearning_file.read_text())
+            metrics.update({key: event[key] for key in ("mia_auc", "unshared_mean_rank", "storage_bytes", "seconds")
+                            if key in event})
+        summary[run_dir.name] = metrics
+        history_file = run_dir / "history.json"
+        if history_file.exists():
+            curves += [{"run": run_dir.name, "round": row["round"], config.eval.metric: row[f"valid/{config.eval.metric}"]}
+                       for row in json.loads(history_file.read_text())]
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / "validation_curve.json", curves)
+    return summary
