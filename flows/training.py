@@ -1,40 +1,95 @@
-"""Prefect training flow: thin tasks around the library's stage functions.
+"""Prefect training flow: load -> validate (GE) -> masks -> federated rounds with snapshots -> evaluate
+-> log to MLflow -> register, and serve the model from the state folder if it beats the current one.
 
-    python flows/training.py --set run.method=fedshare --out runs/flow
+    python -m flows.training --set sharing.policy=all          # one run, embedded Prefect + sqlite MLflow
 
-No server is needed: without PREFECT_API_URL, Prefect starts a temporary local API for the run.
+Each task is one call into ``fedshare``; the flow only chains them.  With no PREFECT_API_URL, Prefect
+starts a temporary local API for the run (no server to start).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from prefect import flow, task
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fedshare.config import load_config  # noqa: E402
-from fedshare.pipeline import summary_line, train_stage  # noqa: E402
-
-
-@task(name="train-and-evaluate", retries=1, retry_delay_seconds=5)
-def train_task(config_path: str | None, overrides: list[str], out: str) -> dict:
-    return train_stage(load_config(config_path, overrides), Path(out), progress=False)
+from fedshare import pipeline
+from fedshare.config import load_config
+from fedshare.inbox import ModelStore, publish
 
 
-@flow(name="fedshare-training", log_prints=True)
-def training_flow(out: str = "runs/flow", overrides: list[str] | None = None, config_path: str | None = None) -> dict:
-    metrics = train_task(config_path, overrides or [], out)
-    print(summary_line(metrics))
+@task(name="prepare", retries=2, retry_delay_seconds=5)  # reads the data: may hit a flaky disk or download
+def prepare_task(config, out: Path) -> dict:
+    return pipeline.prepare_stage(config, out)
+
+
+@task(name="validate-interactions")
+def validate_task(prepared: Path) -> dict:
+    return pipeline.validate_stage(prepared, prepared / "validation.json")
+
+
+@task(name="share")
+def share_task(config, prepared: Path, out: Path, state: str) -> dict:
+    withdrawn = ModelStore(state).journal.applied_requests()  # consent withdrawn earlier stays withdrawn
+    return pipeline.share_stage(config, prepared, out, withdrawn)
+
+
+@task(name="train")
+def train_task(config, run_dir: Path, prepared: Path, masks: Path) -> dict:
+    return pipeline.train_stage(config, run_dir, progress=False, prepared_dir=prepared, masks_path=masks, track=False)
+
+
+@task(name="evaluate")
+def evaluate_task(run_dir: Path) -> dict:
+    return pipeline.evaluate_stage([run_dir], run_dir / "evaluation")
+
+
+@task(name="log-and-register", retries=2, retry_delay_seconds=5)  # the tracking server may be briefly away
+def track_task(run_dir: Path) -> dict:
+    return pipeline.track_stage(run_dir)
+
+
+@task(name="publish")
+def publish_task(config, state: str, run_dir: Path) -> bool:
+    return publish(config, state, run_dir)
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    overrides = flow_run.parameters.get("overrides") or []
+    return "train" + "".join(f"-{o.split('=', 1)[1]}" for o in overrides if o.split("=")[0] in
+                             ("data.dataset", "sharing.policy", "run.method")).replace("/", "_")[:60]
+
+
+@flow(name="fedshare-training", flow_run_name=_run_name, log_prints=True)
+def training_flow(workdir: str = "runs/flow", state: str | None = None, overrides: list[str] | None = None,
+                  config_path: str | None = None) -> dict:
+    config = load_config(config_path, overrides or [])
+    state = state or config.requests.state
+    work = Path(workdir)
+    prepare_task(config, work / "prepared")
+    validate_task(work / "prepared")
+    share_task(config, work / "prepared", work / "masks", state)
+    metrics = train_task(config, work / "run", work / "prepared", work / "masks" / "masks.parquet")
+    evaluate_task(work / "run")
+    if config.tracking.enabled:
+        metrics["tracking"] = track_task(work / "run")
+    metrics["served"] = publish_task(config, state, work / "run")
+    print(pipeline.summary_line(metrics) + ("  (now served)" if metrics["served"] else ""))
     return metrics
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Run the FedShare training flow")
-    parser.add_argument("--out", default="runs/flow")
-    parser.add_argument("--config")
-    parser.add_argument("--set", action="append", default=[], dest="overrides")
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the FedShare training flow once (embedded Prefect).")
+    parser.add_argument("--workdir", default="runs/flow", help="where the stages write (default runs/flow)")
+    parser.add_argument("--state", help="state folder of the served model (default requests.state)")
+    parser.add_argument("--config", help="parameters file (default params.yaml)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = parser.parse_args()
-    training_flow(args.out, args.overrides, args.config)
+    training_flow(args.workdir, args.state, args.overrides, args.config)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FEDSHARE_DATA_DIR", REPO.parent / "shared" / "data"))
 
 
+def pytest_configure(config):
+    """No test writes into the repo's MLflow store or talks to telemetry endpoints."""
+    import tempfile
+
+    store = Path(tempfile.mkdtemp(prefix="fedshare-test-mlflow-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+    for key, value in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GIT_PYTHON_REFRESH": "quiet"}.items():
+        os.environ.setdefault(key, value)
+
+
 def real_data_dir() -> Path:
     if not (SHARED_DATA / "ml-100k" / "u.data").exists():
         pytest.skip(f"real MovieLens data not found in {SHARED_DATA} (set FEDSHARE_DATA_DIR)")

@@ -1,6 +1,7 @@
 """The command line as a user runs it: subprocesses, exit codes, files written."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -49,8 +50,12 @@ def test_train_writes_a_complete_run_directory(tmp_path):
         assert key in metrics
     assert 0 <= metrics["recall@20"] <= 1 and metrics["best_round"] in (2, 4)
     for name in ("config.yaml", "interactions.parquet", "masks.parquet", "server.pt", "server.pt.sha256",
-                 "clients.pt", "history.json"):
+                 "clients.pt", "history.json", "tracking.json"):
         assert (run / name).exists(), name
+    # Tracking is on by default: the run and a registered model version are in the MLflow store.
+    tracked = json.loads((run / "tracking.json").read_text())
+    assert tracked["tracking_uri"] == os.environ["MLFLOW_TRACKING_URI"] and tracked["model_version"]
+    assert "MLflow: run" in out.stdout
 
 
 @pytest.mark.slow
@@ -60,7 +65,8 @@ def test_fedshare_mixed_beats_local_on_ml100k(tmp_path):
     results = {}
     for method in ("local", "fedshare"):
         out = fedshare("train", "--dataset", "ml-100k", "--data-dir", str(data_dir), "--method", method,
-                       "--sharing", "mixed", "--seed", "0", "--out", str(tmp_path / method), "--quiet")
+                       "--sharing", "mixed", "--seed", "0", "--out", str(tmp_path / method), "--quiet",
+                       "--set", "tracking.enabled=false")
         assert out.returncode == 0, out.stderr
         results[method] = json.loads((tmp_path / method / "metrics.json").read_text())
     assert results["fedshare"]["recall@20"] > results["local"]["recall@20"]

@@ -1,7 +1,9 @@
-"""The Prefect training flow runs the same stage function as the CLI (local temporary Prefect API)."""
+"""The Prefect flows run the library's stage functions (local temporary Prefect API, sqlite MLflow)."""
 
 import json
+import os
 
+import pandas as pd
 import pytest
 
 from conftest import synthetic_raw
@@ -17,14 +19,86 @@ def prefect_backend():
             yield
 
 
-def test_training_flow_writes_the_same_run_directory(prefect_backend, tmp_path):
+@pytest.fixture(scope="module")
+def trained(prefect_backend, tmp_path_factory):
+    """One training flow into a state folder; the unlearning tests start from it."""
     from flows.training import training_flow
 
-    data = tmp_path / "inter.csv"
+    folder = tmp_path_factory.mktemp("flows")
+    data = folder / "inter.csv"
     synthetic_raw().to_csv(data, index=False)
-    out = tmp_path / "run"
-    state = training_flow(str(out), [f"data.dataset={data}", "federated.rounds=2", "eval.every=1", "model.dim=8"],
-                          return_state=True)
+    overrides = [f"data.dataset={data}", "federated.rounds=4", "eval.every=2", "model.dim=8",
+                 "tracking.registered_model=flow-test"]
+    state = training_flow(str(folder / "work"), str(folder / "state"), overrides, return_state=True)
     assert state.is_completed()
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["best_round"] in (1, 2) and (out / "server.pt").exists()
+    return folder, overrides, state.result()
+
+
+def test_training_flow_validates_trains_registers_and_serves(trained):
+    folder, _, metrics = trained
+    run = folder / "work" / "run"
+    assert metrics["best_round"] in (2, 4) and (run / "server.pt").exists()
+    assert json.loads((folder / "work" / "prepared" / "validation.json").read_text())["success"]
+    assert (run / "evaluation" / "summary.json").exists()
+    assert metrics["served"] and (folder / "state" / "CURRENT").read_text() == "0000"
+    assert metrics["tracking"]["model_version"] and metrics["tracking"]["champion"]
+
+
+def test_unlearning_flow_applies_valid_requests_and_rejects_the_rest(trained):
+    import mlflow
+    from flows.unlearning import unlearning_flow
+
+    folder, overrides, _ = trained
+    state, inbox = folder / "state", folder / "inbox"
+    inbox.mkdir()
+    mask = pd.read_parquet(state / "models" / "0000" / "masks.parquet")
+    shared = mask[mask["shared"]]
+    user_id, item_id = int(shared["user_id"].iloc[0]), int(shared["item_id"].iloc[0])
+    before = mask[mask["shared"] & (mask["user_id"] == user_id)]
+    pd.DataFrame({"request_id": ["a", "b", "a"], "user_id": [user_id, 424242, user_id],
+                  "item_id": [item_id, "", item_id]}).to_csv(inbox / "req1.csv", index=False)
+    (inbox / "broken.csv").write_bytes(b"\xff\xfe\x00 not a csv")
+
+    outcomes = unlearning_flow(str(state), str(inbox), "contrastive", overrides)
+
+    by_file = {o["file"]: o for o in outcomes}
+    assert by_file["broken.csv"]["error"] and (inbox / "failed" / "broken.error.txt").exists()
+    assert by_file["req1.csv"]["applied"] == 1 and by_file["req1.csv"]["rejected"] == 2
+    reasons = pd.read_csv(inbox / "processed" / "req1.rejections.csv")["reason"].tolist()
+    assert sorted(reasons) == ["duplicate request_id", "unknown user"]
+    # The served model changed, the pair is private now, the old model folder is gone.
+    assert (state / "CURRENT").read_text() == "0001" and not (state / "models" / "0000").exists()
+    after = pd.read_parquet(state / "models" / "0001" / "masks.parquet")
+    row = after[(after["user_id"] == user_id) & (after["item_id"] == item_id)]
+    assert not row["shared"].item() and after["shared"].sum() == mask["shared"].sum() - 1
+    assert len(before) >= 1
+    # The event is an MLflow run with storage_bytes, linked to its parent, and a new model version.
+    event = by_file["req1.csv"]["event"]
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    run = client.get_run(event["tracking"]["run_id"])
+    assert run.data.metrics["storage_bytes"] > 0 and run.data.tags["fedshare.kind"] == "unlearning"
+    assert run.data.tags["fedshare.parent_model_version"] == "1"
+    assert str(client.get_model_version_by_alias("flow-test", "champion").version) == event["tracking"]["model_version"]
+    journal = [json.loads(line) for line in (state / "journal.jsonl").read_text().splitlines()]
+    assert [(e["request_id"], e["state"]) for e in journal] == [("a", "accepted"), ("a", "applied")]
+
+
+def test_a_bad_request_file_changes_nothing(trained):
+    from flows.unlearning import unlearning_flow
+
+    folder, overrides, _ = trained
+    state, inbox = folder / "state", folder / "inbox"
+    inbox.mkdir(exist_ok=True)
+    current = (state / "CURRENT").read_text()
+    masks_before = (state / "models" / current / "masks.parquet").read_bytes()
+    journal_before = (state / "journal.jsonl").read_text()
+    pd.DataFrame({"request_id": ["x", "y"], "user_id": ["-3", "abc"], "item_id": ["", "1"]}).to_csv(
+        inbox / "bad.csv", index=False)
+
+    outcomes = unlearning_flow(str(state), str(inbox), "contrastive", overrides)
+
+    assert outcomes == [{"file": "bad.csv", "applied": 0, "rejected": 2, "event": None}]
+    assert (state / "CURRENT").read_text() == current
+    assert (state / "models" / current / "masks.parquet").read_bytes() == masks_before
+    assert (state / "journal.jsonl").read_text() == journal_before
+    assert (inbox / "processed" / "bad.rejections.csv").exists()

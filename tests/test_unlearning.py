@@ -21,7 +21,8 @@ def trained_run(tmp_path_factory):
     data = folder / "inter.csv"
     synthetic_raw(n_users=60, n_items=80, per_user=16).to_csv(data, index=False)
     config = load_config(None, [f"data.dataset={data}", "sharing.policy=all", "federated.rounds=40", "eval.every=5",
-                                "eval.patience=100", "model.dim=16", "unlearning.snapshot_rounds=[0, 10, 20]"])
+                                "eval.patience=100", "model.dim=16", "unlearning.snapshot_rounds=[0, 10, 20]",
+                                "tracking.enabled=false"])
     train_stage(config, folder / "run", progress=False)
     return folder / "run"
 

@@ -1,0 +1,89 @@
+"""Prefect unlearning flow: pick up request files from the inbox -> validate them (GE + checks against
+the current masks) -> journal -> new masks -> unlearn -> evaluate -> log the event to MLflow -> register.
+
+    python -m flows.unlearning                   # process what is in requests.inbox now
+
+A file that cannot be parsed goes to inbox/failed/ with its reason; invalid rows are written to
+inbox/processed/<name>.rejections.csv; neither stops the flow for the valid requests.  The state
+lock is held for the whole flow, so two flows (or a flow and `fedshare process-inbox`) never apply
+the same requests twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from prefect import flow, task
+
+from fedshare import inbox as service
+from fedshare.config import load_config
+from fedshare.data import DataError
+from fedshare.journal import state_lock
+
+
+@task(name="recover")
+def recover_task(state: str) -> None:
+    service.ModelStore(state).recover()
+
+
+@task(name="intake")
+def intake_task(state: str, path) -> service.Intake | None:
+    try:
+        return service.intake(service.ModelStore(state), path)
+    except DataError as err:
+        service.quarantine(path, err)
+        print(f"{path.name}: not parsed, moved to failed/ ({err})")
+        return None
+
+
+@task(name="journal")
+def journal_task(state: str, taken: service.Intake) -> None:
+    service.record(service.ModelStore(state), taken)
+
+
+@task(name="unlearn-evaluate-log")
+def apply_task(config, state: str, taken: service.Intake, method: str) -> dict:
+    return service.apply(config, service.ModelStore(state), taken, method)
+
+
+@task(name="finish")
+def finish_task(state: str, taken: service.Intake) -> list[str]:
+    return service.finish(service.ModelStore(state), taken)
+
+
+@flow(name="fedshare-unlearning", log_prints=True)
+def unlearning_flow(state: str | None = None, inbox: str | None = None, method: str | None = None,
+                    overrides: list[str] | None = None, config_path: str | None = None) -> list[dict]:
+    config = load_config(config_path, overrides or [])
+    state, inbox = state or config.requests.state, inbox or config.requests.inbox
+    method = method or config.unlearning.method
+    outcomes = []
+    with state_lock(state):
+        recover_task(state)
+        for path in service.pending_files(inbox):
+            taken = intake_task(state, path)
+            if taken is None:
+                outcomes.append({"file": path.name, "error": "not parsed"})
+                continue
+            journal_task(state, taken)
+            event = apply_task(config, state, taken, method) if not taken.accepted.empty else None
+            finish_task(state, taken)
+            print(f"{path.name}: {len(taken.accepted)} applied, {len(taken.rejected)} rejected")
+            outcomes.append({"file": path.name, "applied": len(taken.accepted), "rejected": len(taken.rejected),
+                             "event": event})
+    return outcomes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the FedShare unlearning flow once (embedded Prefect).")
+    parser.add_argument("--state")
+    parser.add_argument("--inbox")
+    parser.add_argument("--method", help="contrastive | finetune | none | retrain (default unlearning.method)")
+    parser.add_argument("--config")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    args = parser.parse_args()
+    unlearning_flow(args.state, args.inbox, args.method, args.overrides, args.config)
+
+
+if __name__ == "__main__":
+    main()
