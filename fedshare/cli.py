@@ -151,6 +151,15 @@ def add_pipeline_commands(commands) -> None:
     add_config_arguments(inbox, quiet=False)
     inbox.set_defaults(handler=run_process_inbox)
 
+    purge = commands.add_parser(
+        "purge", help="delete superseded copies that still hold withdrawn data",
+        description="Delete model folders other than CURRENT, DVC mask versions other than the served one, and MLflow "
+                    "model versions registered before the last unlearning event, once older than "
+                    "requests.retention_days (0: at once).  The unlearning flow runs this after every event.")
+    purge.add_argument("--state", help="state folder (default requests.state)")
+    add_config_arguments(purge, quiet=False)
+    purge.set_defaults(handler=run_purge)
+
 
 def add_config_arguments(parser: argparse.ArgumentParser, quiet: bool = True) -> None:
     parser.add_argument("--config", metavar="FILE", help="parameters file (default: params.yaml)")
@@ -273,6 +282,19 @@ def run_process_inbox(args: argparse.Namespace) -> int:
         else:
             print(f"{outcome['file']}: {outcome['applied']} requests applied, {outcome['rejected']} rejected"
                   + (f", event {outcome['event']['event']} -> model {outcome['event']['model']}" if outcome["event"] else ""))
+    return 0
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    from .inbox import purge
+    from .journal import state_lock
+
+    config = config_from(args)
+    state = args.state or config.requests.state
+    with state_lock(state):
+        purged = purge(config, state)
+    print(f"purged {len(purged['models'])} model folders, {len(purged['mask_versions'])} DVC mask versions, "
+          f"{len(purged['mlflow_versions'])} MLflow model versions")
     return 0
 
 

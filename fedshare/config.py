@@ -106,6 +106,7 @@ class RequestsConfig:
     seed: int = 0
     inbox: str = "inbox"
     state: str = "state"
+    retention_days: float = 0.0
 
 
 @dataclass
@@ -159,6 +160,7 @@ class Config:
             (0 <= self.unlearning.fru_alpha <= 1, "unlearning.fru_alpha must be in [0,1]"),
             (0 < self.requests.fraction <= 1, "requests.fraction must be in (0,1]"),
             (self.requests.scope in ("all", "partial"), "requests.scope must be all or partial"),
+            (self.requests.retention_days >= 0, "requests.retention_days must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -13,7 +13,8 @@
 
 Order of an event, chosen so that a crash at any point loses nothing and applies nothing twice:
 journal ``accepted`` (fsync) -> unlearn into ``models/.tmp-N`` -> rename to ``models/N`` ->
-CURRENT -> journal ``applied`` -> move the file to processed/ -> purge superseded models.
+CURRENT -> new DVC version of the masks -> journal ``applied`` -> events.json -> move the file to
+processed/ -> purge superseded copies.
 On start, half-written ``.tmp-*`` folders are removed and requests that CURRENT already applied
 but the journal still calls accepted are marked applied (``recover``).
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,11 @@ import pandas as pd
 
 from .config import Config
 from .data import DataError
+from .faults import crash_point
 from .journal import APPLIED, RequestJournal
 from .sharing import load_mask
 from .storage import atomic_write_bytes, atomic_write_json
+from .versioning import purge_mask_versions, version_masks
 
 REQUEST_COLUMNS = ["request_id", "user_id", "item_id"]
 
@@ -86,6 +90,8 @@ class ModelStore:
             for partial in self.models.glob(".tmp-*"):
                 shutil.rmtree(partial, ignore_errors=True)
         current = self.current()
+        if current is not None:
+            self.purge_superseded()  # killed after the switch to CURRENT but before the purge
         applied_file = current / "applied.csv" if current else None
         if applied_file is None or not applied_file.exists():
             return
@@ -93,6 +99,8 @@ class ModelStore:
         done_here = set(pd.read_csv(applied_file, dtype=str, keep_default_na=False)["request_id"])
         finish = [rid for rid, state in states.items() if state != APPLIED and rid in done_here]
         self.journal.record_applied(finish, current.name)
+        if finish:  # killed before the masks were versioned
+            version_masks(self.folder, current / "masks.parquet")
 
     def purge_superseded(self) -> list[str]:
         """Delete every model folder but CURRENT: older ones hold interactions users have unshared."""
@@ -164,6 +172,7 @@ def record(store: ModelStore, taken: Intake) -> None:
     """Journal the accepted requests (fsync) before anything changes."""
     already = store.journal.states()
     store.journal.record_accepted(taken.accepted[~taken.accepted["request_id"].isin(already)], taken.path.name, taken.mode)
+    crash_point("accepted")
 
 
 def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict[str, Any]:
@@ -175,12 +184,19 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
     event_number = len(store.events()) + 1
     metrics = unshare_stage(current, staged, method, mode=taken.mode, requests=taken.accepted,
                             seed=config.run.seed + event_number)
+    crash_point("unlearned")
     final = store.commit(staged)
+    crash_point("committed")
+    masks_version = version_masks(store.folder, final / "masks.parquet")
+    crash_point("versioned")
     store.journal.record_applied(taken.accepted["request_id"].tolist(), final.name)
+    crash_point("applied")
     event = {"event": event_number, "model": final.name, "file": taken.path.name, "method": method,
-             "mode": taken.mode, "metrics": {k: v for k, v in metrics.items() if k not in ("tracking", "retrain")},
+             "mode": taken.mode, "time": time.time(), "masks_version": masks_version,
+             "metrics": {k: v for k, v in metrics.items() if k not in ("tracking", "retrain")},
              "tracking": metrics.get("tracking", {})}
     events = store.add_event(event)
+    crash_point("event")
     if config.tracking.enabled:
         from .tracking import log_events_plot
 
@@ -188,13 +204,30 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
     return event
 
 
-def finish(store: ModelStore, taken: Intake) -> list[str]:
-    """Move the file to processed/ next to its rejections, then purge superseded models."""
+def finish(config: Config, store: ModelStore, taken: Intake) -> dict[str, list[str]]:
+    """Move the file to processed/ next to its rejections, then purge what retention allows."""
     processed = taken.path.parent / "processed"
     processed.mkdir(exist_ok=True)
     taken.rejected.to_csv(processed / f"{taken.path.stem}.rejections.csv", index=False)
     taken.path.replace(processed / taken.path.name)
-    return store.purge_superseded()
+    crash_point("moved")
+    return purge(config, store.folder)
+
+
+def purge(config: Config, state: str | Path) -> dict[str, list[str]]:
+    """Remove superseded copies that still hold withdrawn interactions or their influence:
+    old model folders (at once: the state keeps only CURRENT), DVC mask versions and MLflow
+    model versions from before the last unlearning event, once older than requests.retention_days."""
+    store = ModelStore(state)
+    retention = config.requests.retention_days * 86400
+    purged = {"models": store.purge_superseded(), "mask_versions": purge_mask_versions(store.folder, retention),
+              "mlflow_versions": []}
+    events = store.events()
+    if config.tracking.enabled and events:
+        from .tracking import purge_superseded_models
+
+        purged["mlflow_versions"] = purge_superseded_models(config, events[-1]["time"], retention)
+    return purged
 
 
 def quarantine(path: Path, error: Exception) -> Path:
@@ -224,7 +257,7 @@ def process_inbox(config: Config, state: str | Path, inbox: str | Path, method: 
                 continue
             record(store, taken)
             event = apply(config, store, taken, method) if not taken.accepted.empty else None
-            finish(store, taken)
+            finish(config, store, taken)
             outcomes.append({"file": path.name, "applied": len(taken.accepted), "rejected": len(taken.rejected),
                              "event": event})
     return outcomes
@@ -244,6 +277,7 @@ def publish(config: Config, state: str | Path, run_dir: str | Path) -> bool:
             old_value = old.get("valid", {}).get(metric, old.get(metric))
             if old_value is not None and old_value >= new_value:
                 return False
-        store.adopt(Path(run_dir))
+        served = store.adopt(Path(run_dir))
+        version_masks(store.folder, served / "masks.parquet")
         store.purge_superseded()
     return True

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -285,10 +284,40 @@ def events_plot(events: list[dict[str, Any]]):
     return figure
 
 
-def open_ui_hint(config: Config) -> str:
-    return f"mlflow ui --backend-store-uri {tracking_uri(config)}"
 
 
-def temporary_store() -> str:
-    """A throwaway sqlite store (tests, dry runs)."""
-    return f"sqlite:///{tempfile.mkdtemp(prefix='fedshare-mlflow-')}/mlflow.db"
+def purge_superseded_models(config: Config, before: float, retention_seconds: float = 0.0) -> list[str]:
+    """Delete the registered versions (and their model artifacts) created before ``before``.
+
+    They were trained with interactions a user has since withdrawn, so their weights still carry that
+    influence.  The champion is kept; runs and their data-free metrics stay for comparison.  The
+    logged models are deleted and garbage-collected with ``mlflow gc``, which removes the artifacts.
+    """
+    import subprocess
+    import sys
+
+    mlflow = _mlflow()
+    uri = tracking_uri(config)
+    client = mlflow.MlflowClient(uri)
+    model_name = names(config)[1]
+    try:
+        champion = str(client.get_model_version_by_alias(model_name, CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    now = time.time()
+    purged, model_ids = [], []
+    for version in client.search_model_versions(f"name='{model_name}'"):
+        created = version.creation_timestamp / 1000
+        if str(version.version) == champion or created >= before or now - created < retention_seconds:
+            continue
+        client.delete_model_version(model_name, version.version)
+        model_id = (version.model_id or str(version.source).removeprefix("models:/")) if version.source else None
+        if model_id and model_id.startswith("m-"):
+            client.delete_logged_model(model_id)
+            model_ids.append(model_id)
+        purged.append(str(version.version))
+    if model_ids:
+        store = ["--tracking-uri" if uri.startswith("http") else "--backend-store-uri", uri]
+        subprocess.run([sys.executable, "-m", "mlflow", "gc", *store, "--logged-model-ids", ",".join(model_ids)],
+                       check=True, capture_output=True)
+    return purged

@@ -46,9 +46,9 @@ def apply_task(config, state: str, taken: service.Intake, method: str) -> dict:
     return service.apply(config, service.ModelStore(state), taken, method)
 
 
-@task(name="finish")
-def finish_task(state: str, taken: service.Intake) -> list[str]:
-    return service.finish(service.ModelStore(state), taken)
+@task(name="finish-and-purge")
+def finish_task(config, state: str, taken: service.Intake) -> dict:
+    return service.finish(config, service.ModelStore(state), taken)
 
 
 @flow(name="fedshare-unlearning", log_prints=True)
@@ -67,7 +67,7 @@ def unlearning_flow(state: str | None = None, inbox: str | None = None, method: 
                 continue
             journal_task(state, taken)
             event = apply_task(config, state, taken, method) if not taken.accepted.empty else None
-            finish_task(state, taken)
+            finish_task(config, state, taken)
             print(f"{path.name}: {len(taken.accepted)} applied, {len(taken.rejected)} rejected")
             outcomes.append({"file": path.name, "applied": len(taken.accepted), "rejected": len(taken.rejected),
                              "event": event})
