@@ -10,6 +10,7 @@ starts a temporary local API for the run (no server to start).
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from prefect import flow, task
@@ -65,7 +66,7 @@ def _run_name() -> str:
 
 @flow(name="fedshare-training", flow_run_name=_run_name, log_prints=True)
 def training_flow(workdir: str = "runs/flow", state: str | None = None, overrides: list[str] | None = None,
-                  config_path: str | None = None) -> dict:
+                  config_path: str | None = None, keep_workdir: bool = False) -> dict:
     config = load_config(config_path, overrides or [])
     state = state or config.requests.state
     work = Path(workdir)
@@ -78,6 +79,8 @@ def training_flow(workdir: str = "runs/flow", state: str | None = None, override
         metrics["tracking"] = track_task(work / "run")
     metrics["served"] = publish_task(config, state, work / "run")
     print(pipeline.summary_line(metrics) + ("  (now served)" if metrics["served"] else ""))
+    if not keep_workdir:  # the served copy lives in the state folder; a stray copy would outlive unsharing
+        shutil.rmtree(work)
     return metrics
 
 
@@ -87,8 +90,10 @@ def main() -> None:
     parser.add_argument("--state", help="state folder of the served model (default requests.state)")
     parser.add_argument("--config", help="parameters file (default params.yaml)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--keep-workdir", action="store_true",
+                        help="keep the stages' outputs in --workdir (they hold the masks as they were at training)")
     args = parser.parse_args()
-    training_flow(args.workdir, args.state, args.overrides, args.config)
+    training_flow(args.workdir, args.state, args.overrides, args.config, args.keep_workdir)
 
 
 if __name__ == "__main__":

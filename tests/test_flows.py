@@ -29,9 +29,21 @@ def trained(prefect_backend, tmp_path_factory):
     synthetic_raw().to_csv(data, index=False)
     overrides = [f"data.dataset={data}", "federated.rounds=4", "eval.every=2", "model.dim=8",
                  "tracking.registered_model=flow-test"]
-    state = training_flow(str(folder / "work"), str(folder / "state"), overrides, return_state=True)
+    state = training_flow(str(folder / "work"), str(folder / "state"), overrides, keep_workdir=True, return_state=True)
     assert state.is_completed()
     return folder, overrides, state.result()
+
+
+def test_training_flow_leaves_no_workdir_by_default(prefect_backend, tmp_path):
+    from flows.training import training_flow
+
+    data = tmp_path / "inter.csv"
+    synthetic_raw().to_csv(data, index=False)
+    metrics = training_flow(str(tmp_path / "work"), str(tmp_path / "state"),
+                            [f"data.dataset={data}", "federated.rounds=2", "eval.every=1", "model.dim=8",
+                             "tracking.enabled=false"])
+    assert metrics["served"] and not (tmp_path / "work").exists()
+    assert (tmp_path / "state" / "models" / "0000" / "server.pt").exists()
 
 
 def test_training_flow_validates_trains_registers_and_serves(trained):
