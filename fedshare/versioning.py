@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,23 @@ def version_masks(state: str | Path, masks_file: Path) -> dict[str, Any] | None:
     root = dvc_root(state)
     if root is None:
         return None
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     target = state / MASKS
     shutil.copyfile(masks_file, target)
-    with Repo(str(root)) as repo:
-        stage = repo.add(str(target.resolve()))[0]
-        md5 = stage.outs[0].hash_info.value
-        pushed = False
-        if repo.config.get("core", {}).get("remote"):
-            repo.push(targets=[str(target.resolve()) + ".dvc"])
-            pushed = True
+    try:
+        with Repo(str(root)) as repo:
+            repo.scm_context.quiet = True  # no "To track the changes with git, run: ..." after each event
+            stage = repo.add(str(target.resolve()))[0]
+            md5 = stage.outs[0].hash_info.value
+            pushed = False
+            if repo.config.get("core", {}).get("remote"):
+                repo.push(targets=[str(target.resolve()) + ".dvc"])
+                pushed = True
+    except DvcException as err:  # the model is served either way; say loudly that this version is not in DVC
+        warnings.warn(f"DVC could not version {target}: {err}", stacklevel=2)
+        return {"error": str(err)}
     version = {"md5": md5, "time": time.time(), "pushed": pushed}
     versions = [v for v in mask_versions(state) if v["md5"] != md5] + [version]
     atomic_write_json(versions_file(state), versions)

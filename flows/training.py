@@ -57,11 +57,13 @@ def publish_task(config, state: str, run_dir: Path) -> bool:
 
 
 def _run_name() -> str:
+    """e.g. train-ml-100k-mixed-seed0, readable in the Prefect UI."""
     from prefect.runtime import flow_run
 
-    overrides = flow_run.parameters.get("overrides") or []
-    return "train" + "".join(f"-{o.split('=', 1)[1]}" for o in overrides if o.split("=")[0] in
-                             ("data.dataset", "sharing.policy", "run.method")).replace("/", "_")[:60]
+    parameters = flow_run.parameters
+    config = load_config(parameters.get("config_path"), parameters.get("overrides") or [])
+    dataset = Path(config.data.dataset).stem
+    return f"train-{dataset}-{config.run.method}-{config.sharing.policy}-seed{config.run.seed}"
 
 
 @flow(name="fedshare-training", flow_run_name=_run_name, log_prints=True)
