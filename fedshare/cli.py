@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--requests", metavar="FILE", help="CSV with request_id,user_id,item_id (raw dataset IDs)")
     source.add_argument("--fraction", type=float, help="draw requests for this fraction of sharing users instead")
     unshare.add_argument("--scope", choices=("all", "partial"), default="all", help="with --fraction: what they unshare")
-    unshare.add_argument("--method", default="contrastive", choices=("contrastive", "finetune", "none", "retrain"),
+    unshare.add_argument("--method", default="contrastive", choices=("contrastive", "finetune", "none", "retrain", "fru"),
                          help="contrastive: snapshot-based contrastive unlearning; finetune: more rounds without the "
-                              "push; none: only drop the edges; retrain: from scratch without the data (reference)")
+                              "push; none: only drop the edges; retrain: from scratch without the data (reference); fru: FRU "
+                              "rollback + calibrated replay of the update log (train with --set unlearning.fru_alpha=0.5)")
     unshare.add_argument("--mode", choices=("unshare", "delete"), default="unshare",
                          help="unshare: the data stays on the device as private; delete: it leaves the device too")
     unshare.add_argument("--compare-retrain", action="store_true", help="also retrain from scratch and report it under 'retrain'")

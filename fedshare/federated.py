@@ -20,6 +20,7 @@ only difference is whether it sees all clients' tensors at once or one client's 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -90,10 +91,13 @@ class Server:
 
     def step(self, client_item_gradient: torch.Tensor | None,
              global_users: torch.Tensor | None, global_items: torch.Tensor | None,
-             alignment_weight: float, extra_loss: torch.Tensor | None = None) -> dict[str, float]:
+             alignment_weight: float, extra_loss: torch.Tensor | None = None,
+             on_gradients: Callable[[dict[str, torch.Tensor | None]], None] | None = None) -> dict[str, float]:
         """One Adam step on the server's parameters; returns the loss terms for logging.
 
         ``extra_loss`` (e.g. the contrastive unlearning term) is added to the graph loss.
+        ``on_gradients`` sees the gradients of the server's own loss, before the clients' part is
+        added (the FRU update log records them).
         """
         if self.optimizer is None:
             return {}
@@ -110,6 +114,8 @@ class Server:
                 logs["extra"] = extra_loss.item()
                 loss = loss + extra_loss
             loss.backward()
+        if on_gradients is not None:
+            on_gradients({name: getattr(self, name).grad for name in ("graph_users", "graph_items", "item_table")})
         if client_item_gradient is not None:
             if self.item_table.grad is None:
                 self.item_table.grad = client_item_gradient
@@ -263,12 +269,16 @@ def encode_users(user_emb: torch.Tensor, rows: list[torch.Tensor], batch: Client
     return 0.5 * (user_emb + neighbourhood / counts.sqrt().unsqueeze(1))
 
 
+RowsHook = Callable[["ClientBatch", list[torch.Tensor]], None]
+
+
 def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBatch, total_interactions: int,
-                   model: ModelConfig, federated: FederatedConfig) -> torch.Tensor:
+                   model: ModelConfig, federated: FederatedConfig, on_rows: RowsHook | None = None) -> torch.Tensor:
     """Local BPR training of the clients in ``batch``; returns the sum of their item-row changes.
 
     Each client's loss is its own BPR terms divided by ``total_interactions`` (a public count that the
     server broadcasts), so the sum of the clients' gradients is the gradient of the mean BPR loss.
+    ``on_rows(batch, changes)`` sees each row copy's change before the scatter-add (FRU's client log).
     """
     rows = batch.initial_rows(item_table)
     changes: list[torch.Tensor] | None = None  # sum of the SGD steps = final rows - initial rows
@@ -298,11 +308,13 @@ def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBa
     store.user_emb[batch.users] = user_emb
     store.exp_avg[batch.users], store.exp_avg_sq[batch.users] = exp_avg, exp_avg_sq
     store.steps[batch.users] = steps
+    if on_rows is not None:
+        on_rows(batch, changes)
     return batch.add_changes(torch.zeros_like(item_table), changes)
 
 
 def client_round(store: ClientStore, broadcast: Broadcast, participants: torch.Tensor, model: ModelConfig,
-                 federated: FederatedConfig, generator: torch.Generator) -> torch.Tensor:
+                 federated: FederatedConfig, generator: torch.Generator, on_rows: RowsHook | None = None) -> torch.Tensor:
     """All participants' local training; returns the aggregated pseudo-gradient for the item table."""
     positions = store.interactions_of(participants)
     interaction_users, positives = store.users[positions], store.items[positions]
@@ -311,7 +323,7 @@ def client_round(store: ClientStore, broadcast: Broadcast, participants: torch.T
     dedupe = federated.local_steps > 1
     if federated.implementation == "vectorized":
         batch = make_batch(participants, interaction_users, positives, negatives, store.n_items, dedupe)
-        upload = local_training(store, broadcast.item_table, batch, total, model, federated)
+        upload = local_training(store, broadcast.item_table, batch, total, model, federated, on_rows)
     else:  # reference: one client at a time, same function, same negatives
         upload = torch.zeros_like(broadcast.item_table)
         starts = torch.searchsorted(interaction_users, participants)
@@ -320,7 +332,7 @@ def client_round(store: ClientStore, broadcast: Broadcast, participants: torch.T
             one = torch.tensor([user], device=participants.device)
             batch = make_batch(one, interaction_users[start:end], positives[start:end], negatives[start:end],
                                store.n_items, dedupe)
-            upload += local_training(store, broadcast.item_table, batch, total, model, federated)
+            upload += local_training(store, broadcast.item_table, batch, total, model, federated, on_rows)
     # The server turns the summed change into a gradient: change = -local_lr * gradient.
     return -upload / federated.local_lr
 

@@ -107,9 +107,14 @@ def train_stage(config: Config, out_dir: str | Path, progress: bool = True, prep
         if round_number in wanted and config.run.method != "central":
             snapshots.save(round_number, model.server.state())
 
-    result = train(config, interactions, mask, progress=progress, on_round=keep_snapshot)
+    update_log = None
+    if config.unlearning.fru_alpha > 0 and config.run.method == "fedshare":  # the FRU baseline's log (large)
+        from .fru import UpdateLog
+        update_log = UpdateLog(out / "fru_log", alpha=config.unlearning.fru_alpha)
+    result = train(config, interactions, mask, progress=progress, on_round=keep_snapshot, update_log=update_log)
     metrics = final_metrics(result, interactions, mask)
     metrics["snapshot_bytes"] = snapshots.bytes_on_disk() if snapshots.folder.exists() else 0
+    metrics["fru_log_bytes"] = update_log.bytes_on_disk() if update_log is not None else 0
     save_model(result, out)
     atomic_write_json(out / "history.json", result.history)
     atomic_write_json(out / "metrics.json", metrics)
@@ -262,8 +267,15 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
         new_interactions, new_mask = apply_delete(interactions, new_mask, requests.pairs)
 
     snapshots = SnapshotStore(Path(run_dir) / "snapshots")
+    update_log = None
+    if method == "fru":
+        from .fru import UpdateLog
+        if not (Path(run_dir) / "fru_log" / "initial-server.pt").exists():
+            raise DataError(f"{run_dir} has no FRU update log: train it with --set unlearning.fru_alpha=0.5")
+        update_log = UpdateLog(Path(run_dir) / "fru_log")
     result = unlearn(model, new_interactions, new_mask, requests.pairs, method, snapshots,
-                     config.unlearning.rounds, config.unlearning.weight, config.unlearning.hops, seed)
+                     config.unlearning.rounds, config.unlearning.weight, config.unlearning.hops, seed,
+                     update_log=update_log)
     metrics = unlearning_metrics(result.model, new_interactions, new_mask, requests.pairs, seed)
     metrics.update({"method": method, "mode": mode, "seconds": round(result.seconds, 3),
                     "rounds": result.rounds, "requests": int(requests.pairs["request_id"].nunique()),
@@ -279,7 +291,10 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
         kept.save(round_number, snapshots.load(round_number))
     if method == "contrastive":
         kept.save(max(first + [0]) + 1, result.model.server.state())
-    metrics["storage_bytes"] = kept.bytes_on_disk() if method == "contrastive" else 0
+    # Bytes kept for unlearning: the snapshots (contrastive) or the update log (fru; not carried over,
+    # its rounds still hold the unshared edges' influence, so a second event would need a new log).
+    metrics["storage_bytes"] = (kept.bytes_on_disk() if method == "contrastive"
+                                else update_log.bytes_on_disk() if method == "fru" else 0)
     if compare_retrain:
         reference = unlearn(result.model if method == "retrain" else model, new_interactions, new_mask, requests.pairs,
                             "retrain", None, 0, 0.0, 0, seed)

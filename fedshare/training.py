@@ -99,10 +99,13 @@ def build_model(config: Config, interactions: Interactions, mask: pd.DataFrame, 
 
 
 def run_round(model: Model, generator: torch.Generator,
-              extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+              extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+              update_log=None) -> dict[str, float]:
     """One federated round (or one full-batch epoch for ``central``).
 
     ``extra_loss(global_users, global_items)`` adds a server-side term (used by unlearning).
+    ``update_log`` (a ``fru.UpdateLog``) records the clients' item-row changes and the server's own
+    gradients of this round; the caller flushes it.
     """
     config = model.config
     global_users, global_items = model.server.propagate()  # the one propagation of this round
@@ -110,10 +113,12 @@ def run_round(model: Model, generator: torch.Generator,
     if model.clients is not None:
         broadcast = model.server.broadcast(global_users, global_items)
         participants = pick_participants(model.clients, config.federated.client_fraction, generator)
-        item_gradient = client_round(model.clients, broadcast, participants, config.model, config.federated, generator)
+        item_gradient = client_round(model.clients, broadcast, participants, config.model, config.federated, generator,
+                                     update_log.add_clients if update_log is not None else None)
     weight = config.model.contrastive_weight if model.method == "fedshare" else 0.0
     extra = extra_loss(global_users, global_items) if extra_loss is not None else None
-    return model.server.step(item_gradient, global_users, global_items, weight, extra)
+    return model.server.step(item_gradient, global_users, global_items, weight, extra,
+                             update_log.add_server if update_log is not None else None)
 
 
 @dataclass
@@ -139,8 +144,11 @@ def evaluate(model: Model, interactions: Interactions, split: str, groups: dict[
 
 
 def train(config: Config, interactions: Interactions, mask: pd.DataFrame, progress: bool = True,
-          on_round: Callable[[int, Model], None] | None = None) -> TrainResult:
-    """Train until ``federated.rounds`` or until validation stops improving; keeps the best round."""
+          on_round: Callable[[int, Model], None] | None = None, update_log=None) -> TrainResult:
+    """Train until ``federated.rounds`` or until validation stops improving; keeps the best round.
+
+    ``update_log`` (a ``fru.UpdateLog``, off by default) logs every round's updates for FRU unlearning.
+    """
     device = pick_device(config.run.device)
     torch.manual_seed(config.run.seed)
     model, generator = build_model(config, interactions, mask, device)
@@ -154,9 +162,13 @@ def train(config: Config, interactions: Interactions, mask: pd.DataFrame, progre
     rounds_run = 0
     if on_round is not None:
         on_round(0, model)  # the state before any training (snapshot round 0)
+    if update_log is not None:
+        update_log.start(model)
     for round_number in bar:
-        logs = run_round(model, generator)
+        logs = run_round(model, generator, update_log=update_log)
         rounds_run = round_number
+        if update_log is not None:
+            update_log.flush(round_number)
         if on_round is not None:
             on_round(round_number, model)
         if round_number % every and round_number != config.federated.rounds:
@@ -173,4 +185,6 @@ def train(config: Config, interactions: Interactions, mask: pd.DataFrame, progre
             break
     bar.close()
     model.load_state(best["state"])
+    if update_log is not None:
+        update_log.finish(best["round"])  # the kept model is the best round's: later rounds are not needed
     return TrainResult(model, best["round"], best["metrics"], history, time.perf_counter() - started, rounds_run)

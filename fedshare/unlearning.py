@@ -8,6 +8,8 @@ Methods (docs/method.md, "Unlearning"):
   clean target (built from the round-0 snapshot and the cleaned graph) and pushed away from their
   contaminated pre-unlearning representation, with BPR and alignment keeping utility.
 * ``retrain``: train from scratch with the new masks (the reference).
+* ``fru``: the FRU baseline (``fedshare/fru.py``): roll back to round 0 and replay the update log
+  written during training, calibrated, with the affected server rows recomputed fresh.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .sharing import SharedGraph, shared_graph, sharing_users
 from .storage import load_tensors, save_tensors
 from .training import Model, run_round
 
-METHODS = ("contrastive", "finetune", "none", "retrain")
+METHODS = ("contrastive", "finetune", "none", "retrain", "fru")
 
 
 # -- snapshots -------------------------------------------------------------------------------------
@@ -68,14 +70,21 @@ class Requests:
     rejected: pd.DataFrame  # request_id, user_id, item_id, reason
 
 
+MAX_REQUEST_BYTES = 64 * 2**20  # ~2 million requests; larger files are a mistake or an attack
+
+
 def read_requests(path: Path) -> pd.DataFrame:
     """CSV with columns request_id,user_id,item_id (empty item_id = all the user's shared items)."""
+    if path.exists() and path.stat().st_size > MAX_REQUEST_BYTES:
+        raise DataError(f"request file {path} is {path.stat().st_size} bytes; the limit is {MAX_REQUEST_BYTES} "
+                        "(split it into several files)")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"request file {path} does not exist") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"request file {path} cannot be parsed ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # noqa: BLE001 - whatever the bytes, the user gets one line, not a traceback
+        first_line = (str(err).splitlines() or [type(err).__name__])[0]
+        raise DataError(f"request file {path} cannot be parsed ({first_line})") from None
     missing = {"request_id", "user_id", "item_id"} - set(table.columns)
     if missing:
         raise DataError(f"request file {path} lacks column(s) {', '.join(sorted(missing))}")
@@ -92,7 +101,9 @@ def resolve_requests(table: pd.DataFrame, mask: pd.DataFrame) -> Requests:
         reason = None
         user_id = _as_id(row.user_id)
         item_id = _as_id(row.item_id) if str(row.item_id).strip() else None
-        if row.request_id in seen_ids:
+        if not str(row.request_id).strip():
+            reason = "request_id is empty"
+        elif row.request_id in seen_ids:
             reason = "duplicate request_id"
         elif user_id is None or (str(row.item_id).strip() and item_id is None):
             reason = "user_id and item_id must be non-negative integers"
@@ -189,8 +200,17 @@ class UnlearningResult:
 
 
 def unlearn(model: Model, interactions: Interactions, new_mask: pd.DataFrame, pairs: pd.DataFrame, method: str,
-            snapshots: SnapshotStore | None, rounds: int, weight: float, hops: int, seed: int) -> UnlearningResult:
-    """Remove the unshared pairs' influence from a trained model (in place for all but retrain)."""
+            snapshots: SnapshotStore | None, rounds: int, weight: float, hops: int, seed: int,
+            update_log=None, fru_options: dict | None = None) -> UnlearningResult:
+    """Remove the unshared pairs' influence from a trained model (in place for all but retrain).
+
+    ``update_log`` (a ``fru.UpdateLog`` written during training) is needed by ``fru`` only, and
+    ``fru_options`` (``calibrated``, ``calibration_fraction``) go to ``fru.replay``; the result's
+    ``rounds`` is then the number of replayed rounds.
+    """
+    if method == "fru" and update_log is None:
+        raise DataError("unlearning method fru needs the update log written during training "
+                        "(train with unlearning.fru_alpha > 0)")
     started = time.perf_counter()
     generator = torch.Generator(device=model.server.device)
     generator.manual_seed(seed + 1)
@@ -212,6 +232,14 @@ def unlearn(model: Model, interactions: Interactions, new_mask: pd.DataFrame, pa
     node_users, node_items = affected_nodes(old_graph, pairs, hops)
     if method == "none":
         return UnlearningResult(model, time.perf_counter() - started, 0, len(node_users), len(node_items))
+    if method == "fru":
+        from .fru import replay
+        train = interactions.part("train")
+        still_on_device = pairs.merge(train[["user", "item"]], on=["user", "item"], how="left", indicator=True)
+        deleted = still_on_device.loc[still_on_device["_merge"] == "left_only", "user"].unique()
+        replayed = replay(model, update_log, node_users, node_items, torch.as_tensor(deleted, dtype=torch.long),
+                          generator=generator, **(fru_options or {}))
+        return UnlearningResult(model, time.perf_counter() - started, replayed, len(node_users), len(node_items))
     extra_loss = None
     if method == "contrastive":
         clean_users, clean_items = clean_target(model, snapshots, pairs)

@@ -93,3 +93,20 @@ def test_auc_matches_its_definition():
     assert auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
     assert auc(np.array([1.0]), np.array([1.0])) == 0.5
     assert auc(np.array([1.0, 3.0]), np.array([2.0])) == 0.5
+
+
+def test_fru_needs_the_update_log_and_says_how_to_get_it(trained_run, tmp_path):
+    with pytest.raises(DataError, match="fru_alpha"):
+        unshare_stage(trained_run, tmp_path / "out", "fru", fraction=0.2, track=False)
+
+
+def test_fru_through_the_stage_reports_the_log_as_storage(tmp_path):
+    data = tmp_path / "inter.csv"
+    synthetic_raw(n_users=30, n_items=50, per_user=12).to_csv(data, index=False)
+    config = load_config(None, [f"data.dataset={data}", "sharing.policy=all", "federated.rounds=6", "eval.every=2",
+                                "model.dim=8", "unlearning.fru_alpha=0.5", "tracking.enabled=false"])
+    metrics = train_stage(config, tmp_path / "run", progress=False)
+    assert metrics["fru_log_bytes"] > 0
+    event = unshare_stage(tmp_path / "run", tmp_path / "out", "fru", fraction=0.2, track=False)
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "run" / "fru_log").rglob("*") if p.is_file())
+    assert event["storage_bytes"] == on_disk and not (tmp_path / "out" / "fru_log").exists()
