@@ -242,12 +242,34 @@ def unlearn(model: Model, interactions: Interactions, new_mask: pd.DataFrame, pa
         return UnlearningResult(model, time.perf_counter() - started, replayed, len(node_users), len(node_items))
     extra_loss = None
     if method == "contrastive":
+        reset_requesting_users(model, pairs, generator)
         clean_users, clean_items = clean_target(model, snapshots, pairs)
-        extra_loss = push_pull_loss((clean_users, clean_items, dirty_users, dirty_items), (node_users, node_items),
+        # The requesting users were just reset to their clean rows: pushing them further away from
+        # their old representation would make the withdrawn items stand out by their *low* scores.
+        requesting = torch.as_tensor(pairs["user"].unique(), device=node_users.device)
+        push_users = node_users[~torch.isin(node_users, requesting)]
+        extra_loss = push_pull_loss((clean_users, clean_items, dirty_users, dirty_items), (push_users, node_items),
                                     weight, model.config.model.temperature)
     for _ in range(rounds):
         run_round(model, generator, extra_loss)
     return UnlearningResult(model, time.perf_counter() - started, rounds, len(node_users), len(node_items))
+
+
+def reset_requesting_users(model: Model, pairs: pd.DataFrame, generator: torch.Generator) -> None:
+    """Give each requesting user's server node a fresh random embedding, drawn like the initial ones.
+
+    A user's layer-0 row is trained only by that user's own shared edges, so it memorises them; the
+    contrastive push alone leaves much of that in place (its loss saturates once the node is closer to
+    the clean target than to the dirty one).  The round-0 row is not a good replacement either: the
+    items the user liked moved toward it early in training, so it still points at them.  A fresh
+    draw is what a never-trained node looks like; a user who keeps some shared edges re-learns them
+    in the unlearning rounds.
+    """
+    server = model.server
+    users = torch.as_tensor(pairs["user"].unique(), device=server.device)
+    fresh = torch.randn(len(users), server.graph_users.shape[1], generator=generator, device=server.device)
+    with torch.no_grad():
+        server.graph_users[users] = fresh * model.config.model.init_std
 
 
 def clean_target(model: Model, snapshots: SnapshotStore | None, pairs: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
