@@ -52,7 +52,8 @@ def run_all(args: argparse.Namespace) -> list[dict]:
             if metrics_file.exists():
                 metrics = json.loads(metrics_file.read_text())
             else:
-                overrides = [f"data.dataset={args.dataset}", f"run.method={method}", f"sharing.policy={sharing}",
+                overrides = ["tracking.enabled=false", f"data.dataset={args.dataset}", f"run.method={method}",
+                             f"sharing.policy={sharing}",
                              f"run.seed={seed}", f"run.device={args.device}", *args.overrides]
                 if args.data_dir:
                     overrides.append(f"data.data_dir={args.data_dir}")

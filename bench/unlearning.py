@@ -1,0 +1,209 @@
+"""Unlearning table: contrastive, finetune, none, fru and retrain on the same trained runs, and
+sequential unsharing events one after another.
+
+    python bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --markdown bench/results/unlearning_ml-100k.md
+    python bench/unlearning.py --dataset ml-100k --seeds 0 --sequential 10 --event-fraction 0.02 \
+        --markdown bench/results/unlearning_sequential_ml-100k.md
+    python bench/unlearning.py --quick             # tiny generated data, seconds
+
+Per seed: one `train_stage` run (sharing mixed) that also writes the FRU update log
+(--fru-alpha, default 0.5; --fru-alpha 0 leaves fru out), then one `unshare_stage` per method on the
+same drawn requests (--fraction of the sharing users, --scope all|partial).  `storage_bytes` is what
+each method keeps on disk for unlearning (stat, not estimated).  The FRU log is deleted once a seed
+is done (it is large).  Runs are reused when their JSON exists, so an interrupted table resumes.
+Imports only the core library (the plot needs matplotlib and is skipped without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fedshare.config import load_config  # noqa: E402
+from fedshare.pipeline import mean_std, train_stage, unshare_stage  # noqa: E402
+
+METHODS = ("contrastive", "finetune", "none", "retrain", "fru")  # fru last: its log is deleted after it
+KEYS = ("recall@20", "ndcg@20", "requesting/recall@20", "others/recall@20", "mia_auc", "unshared_mean_rank",
+        "seconds", "storage_bytes")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-100k", help="ml-100k, ml-1m or a path (data.dataset)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--fraction", type=float, default=0.1, help="share of sharing users who unshare (default 0.1)")
+    parser.add_argument("--scope", choices=("all", "partial"), default="all")
+    parser.add_argument("--fru-alpha", type=float, default=0.5, help="FRU: top share of rows logged (0: no fru)")
+    parser.add_argument("--sequential", type=int, default=0, metavar="K",
+                        help="instead: K contrastive events one after another, each --event-fraction of sharing users")
+    parser.add_argument("--event-fraction", type=float, default=0.02)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--runs", default=str(REPO / "bench" / "out" / "unlearning"), help="where run directories go")
+    parser.add_argument("--json", help="write all results here")
+    parser.add_argument("--markdown", help="write the table here")
+    parser.add_argument("--plot", help="sequential: write a PNG of utility, MIA and storage per event")
+    parser.add_argument("--quick", action="store_true", help="tiny generated data, a few rounds (seconds)")
+    return parser.parse_args(argv)
+
+
+def quick_dataset() -> str:
+    """A small generated dataset for --quick (the same generator the tests use)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = [(1000 + u, 5000 + int(i), 5, 880000000 + k) for u in range(60)
+            for k, i in enumerate(rng.choice(np.arange(40) + (u % 2) * 40, size=14, replace=False))]
+    path = Path(tempfile.mkdtemp(prefix="fedshare-bench-")) / "quick.csv"
+    pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"]).to_csv(path, index=False)
+    return str(path)
+
+
+def base_overrides(args: argparse.Namespace, seed: int) -> list[str]:
+    quick = ["federated.rounds=6", "eval.every=2", "model.dim=8", "unlearning.rounds=2",
+             "unlearning.snapshot_rounds=[0, 2]"] if args.quick else []
+    return ["tracking.enabled=false", f"data.dataset={args.dataset}", "run.method=fedshare", "sharing.policy=mixed",
+            f"run.seed={seed}", f"run.device={args.device}", f"unlearning.fru_alpha={args.fru_alpha}",
+            *quick, *args.overrides]
+
+
+def trained(args: argparse.Namespace, seed: int) -> Path:
+    run = Path(args.runs) / f"{Path(args.dataset).stem}-mixed-seed{seed}"
+    if not (run / "metrics.json").exists():
+        train_stage(load_config(None, base_overrides(args, seed)), run, progress=False)
+    return run
+
+
+def one_event(run: Path, out: Path, method: str, fraction: float, scope: str, seed: int) -> dict:
+    result_file = out / "unlearning.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    return unshare_stage(run, out, method, fraction=fraction, scope=scope, seed=seed, track=False)
+
+
+def table_of_methods(args: argparse.Namespace) -> tuple[list[dict], str]:
+    results = []
+    for seed in args.seeds:
+        run = trained(args, seed)
+        for method in args.methods:
+            if method == "fru" and args.fru_alpha <= 0:
+                continue
+            metrics = one_event(run, run.parent / f"{run.name}-{args.scope}{args.fraction}-{method}", method,
+                                args.fraction, args.scope, seed)
+            results.append({**{k: metrics.get(k) for k in KEYS}, "method": method, "seed": seed,
+                            "requests": metrics["requests"], "unshared_interactions": metrics["unshared_interactions"]})
+            print(f"seed {seed} {method}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
+                  f"{metrics['seconds']:.1f}s {metrics['storage_bytes']} bytes", flush=True)
+        shutil.rmtree(run / "fru_log", ignore_errors=True)  # several GB on ML-100K
+    return results, render_methods(results, args)
+
+
+def render_methods(results: list[dict], args: argparse.Namespace) -> str:
+    by_method: dict[str, list[dict]] = {}
+    for row in results:
+        by_method.setdefault(row["method"], []).append(row)
+    mean = {m: {k: mean_std([r[k] for r in rows if r[k] is not None]) for k in KEYS} for m, rows in by_method.items()}
+    lines = ["| method | Recall@20 | ratio to retrain | NDCG@20 | Recall@20 requesting users | MIA AUC | MIA − retrain's | "
+             "unshared items' mean rank | seconds | time ratio to retrain | bytes stored | bytes ratio to fru |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    retrain, fru = mean.get("retrain"), mean.get("fru")
+    for method, stats in mean.items():
+        def cell(key, digits=4):
+            m, s = stats[key]
+            return f"{m:.{digits}f} ± {s:.{digits}f}"
+        ratio = f"{stats['recall@20'][0] / retrain['recall@20'][0]:.3f}" if retrain else "–"
+        mia_gap = f"{stats['mia_auc'][0] - retrain['mia_auc'][0]:+.3f}" if retrain else "–"
+        time_ratio = f"{stats['seconds'][0] / retrain['seconds'][0]:.3f}" if retrain else "–"
+        bytes_ratio = f"{stats['storage_bytes'][0] / fru['storage_bytes'][0]:.5f}" if fru and fru["storage_bytes"][0] else "–"
+        lines.append(f"| {method} | {cell('recall@20')} | {ratio} | {cell('ndcg@20')} | {cell('requesting/recall@20')} | "
+                     f"{cell('mia_auc', 3)} | {mia_gap} | {stats['unshared_mean_rank'][0]:.0f} | {cell('seconds', 1)} | "
+                     f"{time_ratio} | {stats['storage_bytes'][0]:,.0f} | {bytes_ratio} |")
+    requests = sorted({(r["seed"], r["requests"], r["unshared_interactions"]) for r in results})
+    header = [f"Dataset {args.dataset}, sharing mixed, {args.fraction:.0%} of the sharing users unshare "
+              f"{'everything they shared' if args.scope == 'all' else 'half of what they shared'}; seeds {args.seeds}; "
+              f"mean ± sample std over seeds. Requests per seed (seed, users, interactions): {requests}.",
+              f"FRU logs the top {args.fru_alpha:.0%} of each client's updated rows per round.", ""]
+    return "\n".join(header + lines) + "\n"
+
+
+def sequential(args: argparse.Namespace) -> tuple[list[dict], str]:
+    seed = args.seeds[0]
+    current = trained(args, seed)
+    results = []
+    for event in range(1, args.sequential + 1):
+        out = current.parent / f"{Path(args.dataset).stem}-mixed-seed{seed}-seq{event}"
+        metrics = one_event(current, out, "contrastive", args.event_fraction, args.scope, seed + event)
+        results.append({**{k: metrics.get(k) for k in KEYS}, "event": event, "requests": metrics["requests"],
+                        "unshared_interactions": metrics["unshared_interactions"]})
+        print(f"event {event}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
+              f"{metrics['storage_bytes']} bytes", flush=True)
+        current = out
+    lines = ["| event | users | interactions | Recall@20 | MIA AUC | unshared items' mean rank | seconds | bytes stored |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in results:
+        lines.append(f"| {row['event']} | {row['requests']} | {row['unshared_interactions']} | {row['recall@20']:.4f} | "
+                     f"{row['mia_auc']:.3f} | {row['unshared_mean_rank']:.0f} | {row['seconds']:.1f} | "
+                     f"{row['storage_bytes']:,} |")
+    header = [f"Dataset {args.dataset}, sharing mixed, seed {seed}: {args.sequential} contrastive events one after "
+              f"another, each drawn among the users still sharing ({args.event_fraction:.0%}); MIA AUC and rank are "
+              "for that event's pairs; bytes stored after the event (round-0 snapshot + current state).", ""]
+    return results, "\n".join(header + lines) + "\n"
+
+
+def plot(results: list[dict], path: str) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    events = [r["event"] for r in results]
+    for axis, key, title in zip(axes, ("recall@20", "mia_auc", "storage_bytes"),
+                                ("test Recall@20", "MIA AUC (0.5 = forgotten)", "bytes stored for unlearning")):
+        axis.plot(events, [r[key] for r in results], marker="o")
+        axis.set_xlabel("unlearning event")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.quick:
+        args.dataset = quick_dataset()
+        args.seeds = args.seeds[:1]
+        args.runs = tempfile.mkdtemp(prefix="fedshare-bench-runs-")
+    results, text = sequential(args) if args.sequential else table_of_methods(args)
+    command = "python bench/unlearning.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    import torch
+
+    machine = f"{platform.platform()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
+    text = f"Command: `{command}`\nMachine: {machine}\n\n" + text
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text)
+    if args.plot and args.sequential:
+        plot(results, args.plot)
+
+
+if __name__ == "__main__":
+    main()
