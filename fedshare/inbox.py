@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import Config
+from .config import Config, load_config
 from .data import DataError
 from .faults import crash_point
 from .journal import APPLIED, RequestJournal
@@ -226,7 +226,11 @@ def purge(config: Config, state: str | Path) -> dict[str, list[str]]:
     if config.tracking.enabled and events:
         from .tracking import purge_superseded_models
 
-        purged["mlflow_versions"] = purge_superseded_models(config, events[-1]["time"], retention)
+        # The registered model is named by the config the served model was trained with (what
+        # unshare_stage registered under), not by this caller's config, which may lack its overrides.
+        current = store.current()
+        served = load_config(current / "config.yaml") if current and (current / "config.yaml").exists() else config
+        purged["mlflow_versions"] = purge_superseded_models(served, events[-1]["time"], retention)
     return purged
 
 

@@ -305,7 +305,7 @@ def purge_superseded_models(config: Config, before: float, retention_seconds: fl
     except mlflow.exceptions.MlflowException:
         champion = None
     now = time.time()
-    purged, model_ids = [], []
+    purged, model_ids, locations = [], [], []
     for version in client.search_model_versions(f"name='{model_name}'"):
         created = version.creation_timestamp / 1000
         if str(version.version) == champion or created >= before or now - created < retention_seconds:
@@ -313,11 +313,19 @@ def purge_superseded_models(config: Config, before: float, retention_seconds: fl
         client.delete_model_version(model_name, version.version)
         model_id = (version.model_id or str(version.source).removeprefix("models:/")) if version.source else None
         if model_id and model_id.startswith("m-"):
+            locations.append(client.get_logged_model(model_id).artifact_location)
             client.delete_logged_model(model_id)
             model_ids.append(model_id)
         purged.append(str(version.version))
-    if model_ids:
-        store = ["--tracking-uri" if uri.startswith("http") else "--backend-store-uri", uri]
-        subprocess.run([sys.executable, "-m", "mlflow", "gc", *store, "--logged-model-ids", ",".join(model_ids)],
-                       check=True, capture_output=True)
+    if model_ids and uri.startswith(("http://", "https://")):
+        # A tracking server: `mlflow gc` works on the database (--backend-store-uri), which a client of the
+        # server cannot reach (without it, gc opens ./mlflow.db and fails).  Delete the model files through
+        # the server's artifact proxy instead; the soft-deleted metadata holds no weights.
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        for location in locations:
+            get_artifact_repository(location, tracking_uri=uri).delete_artifacts()
+    elif model_ids:
+        subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri,
+                        "--logged-model-ids", ",".join(model_ids)], check=True, capture_output=True)
     return purged
