@@ -36,8 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra parameter overrides for every run")
     parser.add_argument("--runs", default=str(REPO / "bench" / "out" / "runs"), help="where run directories go")
     parser.add_argument("--json", help="write all metrics here")
+    parser.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                        help="earlier results files whose runs (method, sharing, seed) are not re-run here are added to the table")
     parser.add_argument("--markdown", help="write the table here")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
+    parser.add_argument("--plot", help="write a PNG of Recall@20 against the mean sharing ratio (needs matplotlib)")
     return parser.parse_args(argv)
 
 
@@ -98,9 +101,45 @@ def table(results: list[dict], command: str) -> str:
     return "\n".join(header + lines + [""] + [f"- {note}" for note in notes]) + "\n"
 
 
+def plot(results: list[dict], path: str) -> None:
+    """Recall@20 of fedshare against the mean sharing ratio; local and central as reference lines."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for metrics in results:
+        groups.setdefault((metrics["method"], metrics["sharing"]), []).append(metrics)
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    points = sorted((mean_std([m["mean_sharing_ratio"] for m in runs])[0], *mean_std([m["recall@20"] for m in runs]), sharing)
+                    for (method, sharing), runs in groups.items() if method == "fedshare")
+    axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                  capsize=3, label="FedShare")
+    for x, y, _, sharing in points:
+        axis.annotate(sharing, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    for (method, sharing), style in ((("local", "none"), "--"), (("central", "all"), ":")):
+        if (method, sharing) in groups:
+            axis.axhline(mean_std([m["recall@20"] for m in groups[(method, sharing)]])[0], linestyle=style, color="gray",
+                         label=method)
+    axis.set_xlabel("mean sharing ratio")
+    axis.set_ylabel("test Recall@20")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     results = run_all(args)
+    done = {(r["method"], r["sharing"], r["seed"]) for r in results}
+    for path in args.merge:
+        results += [r for r in json.loads(Path(path).read_text()) if (r["method"], r["sharing"], r["seed"]) not in done]
     command = "python bench/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = table(results, command)
     print(text)
@@ -110,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(text)
+    if args.plot:
+        plot(results, args.plot)
 
 
 if __name__ == "__main__":

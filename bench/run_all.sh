@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerate every table of docs/results.md (CPU; hours on 2 cores).  One line per table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+export PYTHONPATH=$PWD FEDSHARE_DATA_DIR=${FEDSHARE_DATA_DIR:-$(cd .. && pwd)/shared/data}
+# 1. accuracy vs sharing (ML-100K; ML-1M with --dataset ml-1m)
+$PY bench/accuracy.py --dataset ml-100k --seeds 0 1 2 --runs-of local:none fedshare:0 fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:all fedshare:mixed fedshare:uniform central:all \
+    --json bench/results/accuracy_ml-100k.json --markdown bench/results/accuracy_ml-100k.md --plot docs/accuracy_vs_sharing_ml-100k.png
+# 2. ablations at mixed
+$PY bench/ablations.py --dataset ml-100k --seeds 0 --json bench/results/ablations_ml-100k.json --markdown bench/results/ablations_ml-100k.md
+# 3. unlearning: five methods, then ten sequential events
+$PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --json bench/results/unlearning_ml-100k.json --markdown bench/results/unlearning_ml-100k.md
+$PY bench/unlearning.py --dataset ml-100k --seeds 0 --sequential 10 --event-fraction 0.02 --fru-alpha 0 \
+    --json bench/results/unlearning_sequential_ml-100k.json --markdown bench/results/unlearning_sequential_ml-100k.md --plot docs/unlearning_sequential_ml-100k.png
+# 4. engine speed
+$PY bench/speed.py --datasets ml-100k ml-1m --rounds 5 --loop-rounds 1 --out bench/results/speed_cpu.json --markdown bench/results/speed_cpu.md
+# 5. scaling
+$PY bench/scaling.py --out bench/results/scaling_cpu.json --markdown bench/results/scaling_cpu.md
