@@ -32,7 +32,7 @@ def demo_requests_task(state: str, inbox: str, fraction: float, seed: int) -> st
     return str(target)
 
 
-@flow(name="fedshare-pipeline", log_prints=True)
+@flow(name="fedshare-pipeline", flow_run_name="train-serve-unlearn", log_prints=True)
 def pipeline_flow(overrides: list[str] | None = None, config_path: str | None = None,
                   demo_fraction: float = 0.05) -> dict:
     config = load_config(config_path, overrides or [])

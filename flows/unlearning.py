@@ -51,7 +51,17 @@ def finish_task(config, state: str, taken: service.Intake) -> dict:
     return service.finish(config, service.ModelStore(state), taken)
 
 
-@flow(name="fedshare-unlearning", log_prints=True)
+def _run_name() -> str:
+    """e.g. unlearn-contrastive-3-files, readable in the Prefect UI."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    config = load_config(parameters.get("config_path"), parameters.get("overrides") or [])
+    files = len(service.pending_files(parameters.get("inbox") or config.requests.inbox))
+    return f"unlearn-{parameters.get('method') or config.unlearning.method}-{files}-files"
+
+
+@flow(name="fedshare-unlearning", flow_run_name=_run_name, log_prints=True)
 def unlearning_flow(state: str | None = None, inbox: str | None = None, method: str | None = None,
                     overrides: list[str] | None = None, config_path: str | None = None) -> list[dict]:
     config = load_config(config_path, overrides or [])
