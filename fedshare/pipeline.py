@@ -313,7 +313,13 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
         parent_file = Path(run_dir) / "tracking.json"
         parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
         _, item_vectors = result.model.scoring_vectors()
-        metrics["tracking"] = log_unlearning(config, out, metrics, item_vectors, item_vectors.shape[1], parent).to_dict()
+        parent_metrics_file = Path(run_dir) / "metrics.json"
+        trained = json.loads(parent_metrics_file.read_text()) if parent_metrics_file.exists() else {}
+        storage = {f"{method} (this event)": metrics["storage_bytes"], "retrain": 0}
+        if trained.get("fru_log_bytes"):  # only what was measured: the FRU log exists if the run wrote one
+            storage["fru (update log of the run)"] = trained["fru_log_bytes"]
+        metrics["tracking"] = log_unlearning(config, out, metrics, item_vectors, item_vectors.shape[1], parent,
+                                             storage).to_dict()
         atomic_write_json(out / "tracking.json", metrics["tracking"])
         atomic_write_json(out / "unlearning.json", metrics)
     return metrics

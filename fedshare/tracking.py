@@ -154,8 +154,12 @@ def log_training(config: Config, run_dir: Path, metrics: dict[str, Any], history
 
 
 def log_unlearning(config: Config, event_dir: Path, metrics: dict[str, Any], item_vectors: torch.Tensor,
-                   user_dim: int, parent: dict[str, Any] | None) -> TrackedRun:
-    """Log one unlearning event as its own run, linked to the run/model it started from."""
+                   user_dim: int, parent: dict[str, Any] | None, storage: dict[str, int] | None = None) -> TrackedRun:
+    """Log one unlearning event as its own run, linked to the run/model it started from.
+
+    ``storage``: bytes on disk that each approach keeps for unlearning, as measured for this run
+    (e.g. this event's snapshots, the FRU update log if the run wrote one); plotted as a bar chart.
+    """
     parent = parent or {}
     run_name = f"unlearn-{metrics['method']}-{metrics['requests']}req"
     tags = {"fedshare.kind": "unlearning", "fedshare.method": metrics["method"], "fedshare.mode": metrics.get("mode", ""),
@@ -170,6 +174,8 @@ def log_unlearning(config: Config, event_dir: Path, metrics: dict[str, Any], ite
                            "run.seed": config.run.seed})
         mlflow.log_metrics(flat_metrics(metrics))
         mlflow.log_dict(metrics, "unlearning.json")
+        if storage:
+            mlflow.log_figure(storage_plot(storage), "plots/storage_per_method.png")
         version = _log_model(mlflow, config, item_vectors, user_dim) if config.tracking.register else None
     if version:  # older versions still carry the withdrawn data's influence
         _client(mlflow).set_registered_model_alias(names(config)[1], CHAMPION, version)
@@ -264,6 +270,20 @@ def recall_plot(history: list[dict[str, Any]], metric: str):
     axis.set_xlabel("round")
     axis.set_ylabel(f"validation {metric}")
     axis.grid(alpha=0.3)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def storage_plot(storage: dict[str, int]):
+    plt = _figure()
+    figure, axis = plt.subplots(figsize=(5.5, 3.2))
+    labels = list(storage)
+    axis.barh(labels, [max(storage[k], 1) for k in labels])
+    axis.set_xscale("log")
+    axis.set_xlabel("bytes kept for unlearning (log scale)")
+    for y, key in enumerate(labels):
+        axis.annotate(f"{storage[key]:,}", (max(storage[key], 1), y), xytext=(3, -3), textcoords="offset points", fontsize=7)
     figure.tight_layout()
     plt.close(figure)
     return figure

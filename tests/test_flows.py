@@ -90,6 +90,8 @@ def test_unlearning_flow_applies_valid_requests_and_rejects_the_rest(trained):
     run = client.get_run(event["tracking"]["run_id"])
     assert run.data.metrics["storage_bytes"] > 0 and run.data.tags["fedshare.kind"] == "unlearning"
     assert run.data.tags["fedshare.parent_model_version"] == "1"
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/storage_per_method.png", "plots/unlearning_events.png"}
     assert str(client.get_model_version_by_alias("flow-test", "champion").version) == event["tracking"]["model_version"]
     journal = [json.loads(line) for line in (state / "journal.jsonl").read_text().splitlines()]
     assert [(e["request_id"], e["state"]) for e in journal] == [("a", "accepted"), ("a", "applied")]
