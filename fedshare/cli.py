@@ -19,6 +19,8 @@ examples:
   fedshare train --method central --out runs/central      # LightGCN on all data (the ceiling)
   fedshare train --sharing 0.5 --set model.contrastive_weight=0 --out runs/no-cl
   fedshare train --dataset data/my.csv --set data.columns.user=uid --set data.columns.item=iid --out runs/mine
+  fedshare train --backend ray --shards 4 --set federated.sampler=counter --out runs/ray   # local Ray instance
+  fedshare train --backend ray --ray-address auto --shards 64 --set federated.sampler=counter --out runs/cluster
 
 Defaults come from params.yaml; every key there can be changed with --set section.key=value.
 """
@@ -52,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
     train.add_argument("--prepared", metavar="DIR", help="start from `fedshare prepare` output instead of loading the data")
     train.add_argument("--masks", metavar="FILE", help="start from `fedshare share` masks instead of drawing them")
+    train.add_argument("--backend", choices=("local", "ray"),
+                       help="local: every client simulated in this process (default); ray: clients split into "
+                            "--shards shards, one Ray actor each, the server in this process (run.backend). "
+                            "ray needs --set federated.sampler=counter, whose negatives do not depend on how clients "
+                            "are grouped; train the local run you compare with with it too")
+    train.add_argument("--ray-address", metavar="ADDR",
+                       help="with --backend ray: the Ray cluster to join (auto, or HOST:6379; ray:// would need ray[client]); "
+                            "default: start a local Ray instance (run.ray_address)")
+    train.add_argument("--shards", type=int, metavar="N", help="with --backend ray: number of client shards (run.shards)")
     train.add_argument("--state", metavar="DIR", help="then serve the run from this state folder if it beats the current "
                                                       "model on validation (what the unlearning flow works on)")
     add_config_arguments(train)
@@ -180,10 +191,17 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = config_from(args, {"data.dataset": args.dataset, "data.data_dir": args.data_dir, "run.method": args.method,
                                  "sharing.policy": args.sharing, "run.seed": args.seed, "run.device": args.device,
-                                 "federated.rounds": args.rounds})
+                                 "federated.rounds": args.rounds, "run.backend": args.backend,
+                                 "run.ray_address": args.ray_address, "run.shards": args.shards})
     metrics = train_stage(config, Path(args.out), progress=not args.quiet, prepared_dir=args.prepared,
                           masks_path=args.masks)
     print(summary_line(metrics))
+    if config.run.backend == "ray":
+        import json
+
+        last = (json.loads((Path(args.out) / "history.json").read_text()) or [{}])[-1]
+        print(f"ray: {last.get('net/shards', 0):.0f} shards, per shard and round {last.get('net/down_bytes_per_shard', 0):,.0f} "
+              f"bytes down, {last.get('net/up_bytes_per_shard', 0):,.0f} up (history.json net/*)")
     print(f"wrote {Path(args.out) / 'metrics.json'}")
     if "tracking" in metrics:
         tracked = metrics["tracking"]

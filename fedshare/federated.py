@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 
 from .config import FederatedConfig, ModelConfig
-from .models import (adam_update, bpr_terms, info_nce, lightgcn, normalized_adjacency, sample_negatives,
-                     weighted_square_norm)
+from .models import (adam_update, bpr_terms, counter_negatives, draw_round_key, info_nce, lightgcn,
+                     normalized_adjacency, sample_negatives, weighted_square_norm)
 from .sharing import SharedGraph
 
 
@@ -177,6 +177,27 @@ class ClientStore:
         self.exp_avg = torch.zeros_like(self.user_emb)
         self.exp_avg_sq = torch.zeros_like(self.user_emb)
         self.steps = torch.zeros(n_users, dtype=torch.long, device=device)
+        self.global_ids: torch.Tensor | None = None  # set on a shard: local user index -> user id
+
+    def shard(self, user_ids: torch.Tensor) -> "ClientStore":
+        """The devices of the given (sorted) users as a store of their own, numbered 0..len-1 locally.
+
+        What a Ray shard holds: those users' interactions and a copy of their private state.
+        """
+        user_ids = user_ids.to(self.users.device)
+        part = ClientStore.__new__(ClientStore)
+        positions = self.interactions_of(user_ids)
+        part.users = torch.searchsorted(user_ids, self.users[positions])
+        part.items = self.items[positions].clone()
+        part.n_users, part.n_items = int(user_ids.numel()), self.n_items
+        part.counts = self.counts[user_ids].clone()
+        part.pointers = torch.cat([part.counts.new_zeros(1), part.counts.cumsum(0)])
+        part.own_keys = part.users * self.n_items + part.items
+        part.shares = self.shares[user_ids].clone()
+        for name in ("user_emb", "exp_avg", "exp_avg_sq", "steps"):
+            setattr(part, name, getattr(self, name)[user_ids].clone())
+        part.global_ids = user_ids.clone()
+        return part
 
     def interactions_of(self, users: torch.Tensor) -> torch.Tensor:
         """Positions (into self.users/self.items) of all interactions of the given sorted users."""
@@ -316,10 +337,31 @@ def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBa
 def client_round(store: ClientStore, broadcast: Broadcast, participants: torch.Tensor, model: ModelConfig,
                  federated: FederatedConfig, generator: torch.Generator, on_rows: RowsHook | None = None) -> torch.Tensor:
     """All participants' local training; returns the aggregated pseudo-gradient for the item table."""
+    upload = client_updates(store, broadcast, participants, model, federated, generator, on_rows)
+    # The server turns the summed change into a gradient: change = -local_lr * gradient.
+    return -upload / federated.local_lr
+
+
+def client_updates(store: ClientStore, broadcast: Broadcast, participants: torch.Tensor, model: ModelConfig,
+                   federated: FederatedConfig, generator: torch.Generator | None, on_rows: RowsHook | None = None,
+                   total: int | None = None, round_key: int | None = None) -> torch.Tensor:
+    """Local training of the participants (indices into ``store``); returns the sum of their item-row changes.
+
+    ``total`` is the round's interaction count over *all* participants (the public number the server
+    broadcasts; by default this store's), ``round_key`` the key of the counter sampler (by default
+    drawn from ``generator``).  A shard passes both, so that it computes exactly its clients' part.
+    """
     positions = store.interactions_of(participants)
     interaction_users, positives = store.users[positions], store.items[positions]
-    negatives = sample_negatives(interaction_users, store.n_items, federated.negatives, store.own_keys, generator)
-    total = max(int(positions.numel()), 1)
+    if federated.sampler == "counter":
+        key = draw_round_key(generator) if round_key is None else round_key
+        slots = positions - store.pointers[interaction_users]  # position among the user's own interactions
+        ids = interaction_users if store.global_ids is None else store.global_ids[interaction_users]
+        negatives = counter_negatives(ids, slots, store.n_items, federated.negatives, store.own_keys, key,
+                                      key_users=interaction_users)
+    else:
+        negatives = sample_negatives(interaction_users, store.n_items, federated.negatives, store.own_keys, generator)
+    total = max(int(positions.numel()), 1) if total is None else total
     dedupe = federated.local_steps > 1
     if federated.implementation == "vectorized":
         batch = make_batch(participants, interaction_users, positives, negatives, store.n_items, dedupe)
@@ -333,8 +375,7 @@ def client_round(store: ClientStore, broadcast: Broadcast, participants: torch.T
             batch = make_batch(one, interaction_users[start:end], positives[start:end], negatives[start:end],
                                store.n_items, dedupe)
             upload += local_training(store, broadcast.item_table, batch, total, model, federated, on_rows)
-    # The server turns the summed change into a gradient: change = -local_lr * gradient.
-    return -upload / federated.local_lr
+    return upload
 
 
 def pick_participants(store: ClientStore, fraction: float, generator: torch.Generator) -> torch.Tensor:
