@@ -21,7 +21,8 @@ from fedshare.config import load_config  # noqa: E402
 from fedshare.pipeline import mean_std, train_stage  # noqa: E402
 
 ROWS = [
-    ("FedShare (defaults: 2 layers, no contrastive term)", []),
+    ("FedShare (defaults: 2 layers, no contrastive term, global view weighted by the shared fraction)", []),
+    ("global view at weight 1 for every sharing user", ["model.global_weight=one"]),
     ("without the server graph", ["model.use_server_graph=false"]),
     ("server LightGCN, 1 layer", ["model.server_layers=1"]),
     ("server LightGCN, 3 layers", ["model.server_layers=3"]),

@@ -25,6 +25,9 @@ class RunConfig:
     method: str = "fedshare"
     seed: int = 0
     device: str = "cpu"
+    backend: str = "local"
+    shards: int = 2
+    ray_address: str | None = None
 
 
 @dataclass
@@ -59,6 +62,7 @@ class ModelConfig:
     server_layers: int = 2
     client_encoder: str = "mf"
     use_server_graph: bool = True
+    global_weight: str = "ratio"
     contrastive_weight: float = 0.0
     temperature: float = 0.2
     align_direction: str = "both"
@@ -78,6 +82,7 @@ class FederatedConfig:
     server_lr: float = 0.01
     negatives: int = 1
     implementation: str = "vectorized"
+    sampler: str = "stream"
 
 
 @dataclass
@@ -145,6 +150,7 @@ class Config:
             (self.model.server_layers >= 0, "model.server_layers must be >= 0"),
             (self.model.client_encoder in ("mf", "ego_lightgcn"), "model.client_encoder must be mf or ego_lightgcn"),
             (self.model.temperature > 0, "model.temperature must be positive"),
+            (self.model.global_weight in ("ratio", "one"), "model.global_weight must be ratio or one"),
             (self.model.align_direction in ("both", "local_to_global"),
              "model.align_direction must be both or local_to_global"),
             (self.federated.rounds >= 1, "federated.rounds must be >= 1"),
@@ -153,6 +159,14 @@ class Config:
             (self.federated.negatives >= 1, "federated.negatives must be >= 1"),
             (self.federated.implementation in ("vectorized", "loop"),
              "federated.implementation must be vectorized or loop"),
+            (self.federated.sampler in ("stream", "counter"), "federated.sampler must be stream or counter"),
+            (self.run.backend in ("local", "ray"), f"run.backend must be local or ray, got {self.run.backend!r}"),
+            (self.run.shards >= 1, "run.shards must be >= 1"),
+            (self.run.backend != "ray" or self.federated.sampler == "counter",
+             "run.backend=ray needs federated.sampler=counter (the stream sampler's random numbers depend on how "
+             "clients are grouped); add --set federated.sampler=counter, and use it for a local run to compare with"),
+            (self.run.backend != "ray" or self.unlearning.fru_alpha == 0,
+             "run.backend=ray does not log FRU updates (unlearning.fru_alpha must be 0)"),
             (self.eval.metric.split("@")[0] in ("recall", "ndcg") and self.eval.metric.split("@")[-1].isdigit()
              and int(self.eval.metric.split("@")[-1]) in self.eval.ks,
              f"eval.metric must look like recall@K or ndcg@K with K in eval.ks, got {self.eval.metric!r}"),

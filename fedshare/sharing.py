@@ -142,6 +142,21 @@ def sharing_users(mask: pd.DataFrame, n_users: int) -> np.ndarray:
     return flags
 
 
+def global_view_weights(mask: pd.DataFrame, n_users: int, mode: str) -> np.ndarray:
+    """Per user, the weight of the server's global view in the score (0 for users who share nothing).
+
+    ``ratio``: the share of the user's training interactions that the server graph holds, so the
+    global view counts as much as the data it was learned from (a user at rho = 0.25 gets a global
+    user embedding trained on a quarter of their items; at weight 1 it drowned the local view).
+    ``one``: weight 1 for every sharing user.  The device knows both numbers: it set the slider.
+    """
+    if mode == "one":
+        return sharing_users(mask, n_users).astype(np.float32)
+    counts = np.bincount(mask["user"].to_numpy(), minlength=n_users)
+    shared = np.bincount(mask.loc[mask["shared"], "user"].to_numpy(), minlength=n_users)
+    return (shared / np.maximum(counts, 1)).astype(np.float32)
+
+
 def save_mask(mask: pd.DataFrame, path: Path) -> None:
     atomic_write_parquet(mask[["user_id", "item_id", "user", "item", "shared", "ratio"]], path)
 

@@ -22,7 +22,7 @@ from .config import Config
 from .data import Interactions
 from .evaluation import rank_metrics, summarize
 from .federated import ClientStore, Server, client_round, pick_participants
-from .sharing import SharedGraph, shared_graph, sharing_users
+from .sharing import SharedGraph, global_view_weights, shared_graph
 
 
 @dataclass
@@ -33,12 +33,14 @@ class Model:
     server: Server
     clients: ClientStore | None
     config: Config
+    backend: object | None = None  # run.backend=ray: a ray_backend.RayBackend runs the client step on shards
 
     def scoring_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(user vectors, item vectors) whose dot product is the recommendation score.
 
-        fedshare scores s(u,i) = <h_u, q_i> + [u shares] * <g_u, g_i>: the local view for everyone,
-        plus the global LightGCN view for users the server has a node for.
+        fedshare scores s(u,i) = <h_u, q_i> + w_u * <g_u, g_i>: the local view for everyone, plus the
+        global LightGCN view weighted by w_u, the share of u's training data the server holds
+        (model.global_weight=ratio; 0 for users who share nothing) or 1 for sharing users (one).
         """
         with torch.no_grad():
             user_parts, item_parts = [], []
@@ -93,9 +95,14 @@ def build_model(config: Config, interactions: Interactions, mask: pd.DataFrame, 
         graph = SharedGraph(graph.users[:0], graph.items[:0], graph.n_users, graph.n_items)
     server = Server(graph, config.model, config.federated, generator, device,
                     use_graph=use_graph, train_item_table=True)
-    shares = sharing_users(mask, interactions.n_users) if use_graph else np.zeros(interactions.n_users, dtype=bool)
+    shares = (global_view_weights(mask, interactions.n_users, config.model.global_weight) if use_graph
+              else np.zeros(interactions.n_users, dtype=np.float32))
     clients = ClientStore(train, shares, interactions.n_users, interactions.n_items, config.model, generator, device)
-    return Model(method, server, clients, config), generator
+    backend = None
+    if config.run.backend == "ray":  # starts nothing yet: Ray comes up at the first round
+        from .ray_backend import RayBackend
+        backend = RayBackend(config)
+    return Model(method, server, clients, config, backend), generator
 
 
 def run_round(model: Model, generator: torch.Generator,
@@ -113,12 +120,20 @@ def run_round(model: Model, generator: torch.Generator,
     if model.clients is not None:
         broadcast = model.server.broadcast(global_users, global_items)
         participants = pick_participants(model.clients, config.federated.client_fraction, generator)
-        item_gradient = client_round(model.clients, broadcast, participants, config.model, config.federated, generator,
-                                     update_log.add_clients if update_log is not None else None)
+        if model.backend is not None:  # the same client step, run by the shards that hold the clients
+            if update_log is not None:
+                raise ValueError("the FRU update log is not available with run.backend=ray")
+            item_gradient = model.backend.client_round(model, broadcast, participants, generator)
+        else:
+            item_gradient = client_round(model.clients, broadcast, participants, config.model, config.federated,
+                                         generator, update_log.add_clients if update_log is not None else None)
     weight = config.model.contrastive_weight if model.method == "fedshare" else 0.0
     extra = extra_loss(global_users, global_items) if extra_loss is not None else None
-    return model.server.step(item_gradient, global_users, global_items, weight, extra,
+    logs = model.server.step(item_gradient, global_users, global_items, weight, extra,
                              update_log.add_server if update_log is not None else None)
+    if model.backend is not None:
+        logs.update(model.backend.last_round_stats())
+    return logs
 
 
 @dataclass
@@ -184,6 +199,8 @@ def train(config: Config, interactions: Interactions, mask: pd.DataFrame, progre
         if waited >= patience:
             break
     bar.close()
+    if model.backend is not None:  # stop the shards (and Ray, if this run started it); restarts if used again
+        model.backend.close()
     model.load_state(best["state"])
     if update_log is not None:
         update_log.finish(best["round"])  # the kept model is the best round's: later rounds are not needed

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .data import DataError, Interactions
 from .models import lightgcn
-from .sharing import SharedGraph, shared_graph, sharing_users
+from .sharing import SharedGraph, global_view_weights, shared_graph
 from .storage import load_tensors, save_tensors
 from .training import Model, run_round
 
@@ -172,7 +172,8 @@ def replace_graph(model: Model, mask: pd.DataFrame, interactions: Interactions) 
     model.server.set_graph(shared_graph(mask, interactions.n_users, interactions.n_items))
     device = model.server.device
     if model.clients is not None:
-        model.clients.shares = torch.as_tensor(sharing_users(mask, interactions.n_users), device=device)
+        weights = global_view_weights(mask, interactions.n_users, model.config.model.global_weight)
+        model.clients.shares = torch.as_tensor(weights, device=device)
 
 
 def affected_nodes(old_graph: SharedGraph, pairs: pd.DataFrame, hops: int) -> tuple[torch.Tensor, torch.Tensor]:
