@@ -23,12 +23,17 @@ def main() -> None:
     parser.add_argument("--inbox-cron", default="*/10 * * * *", help="unlearning flow schedule (default every 10 minutes)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = parser.parse_args()
-    serve(
-        training_flow.to_deployment("scheduled-retraining", cron=args.retrain_cron,
-                                    parameters={"overrides": args.overrides}, tags=["fedshare", "training"]),
-        unlearning_flow.to_deployment("inbox", cron=args.inbox_cron,
-                                      parameters={"overrides": args.overrides}, tags=["fedshare", "unlearning"]),
-    )
+    serve(*deployments(args.retrain_cron, args.inbox_cron, args.overrides))
+
+
+def deployments(retrain_cron: str, inbox_cron: str, overrides: list[str]) -> list:
+    """The two scheduled deployments that `serve` runs from this process."""
+    return [
+        training_flow.to_deployment("scheduled-retraining", cron=retrain_cron,
+                                    parameters={"overrides": overrides}, tags=["fedshare", "training"]),
+        unlearning_flow.to_deployment("inbox", cron=inbox_cron,
+                                      parameters={"overrides": overrides}, tags=["fedshare", "unlearning"]),
+    ]
 
 
 if __name__ == "__main__":

@@ -116,3 +116,13 @@ def test_a_bad_request_file_changes_nothing(trained):
     assert (state / "models" / current / "masks.parquet").read_bytes() == masks_before
     assert (state / "journal.jsonl").read_text() == journal_before
     assert (inbox / "processed" / "bad.rejections.csv").exists()
+
+
+def test_serve_declares_the_two_cron_deployments():
+    from flows.serve import deployments
+
+    training, inbox = deployments("0 3 * * *", "*/10 * * * *", ["sharing.policy=all"])
+    assert (training.name, inbox.name) == ("scheduled-retraining", "inbox")
+    assert [s.schedule.cron for s in training.schedules] == ["0 3 * * *"]
+    assert [s.schedule.cron for s in inbox.schedules] == ["*/10 * * * *"]
+    assert training.parameters == {"overrides": ["sharing.policy=all"]}
