@@ -15,7 +15,7 @@ import torch
 
 from .config import SharingConfig
 from .data import DataError, Interactions
-from .storage import atomic_write_parquet
+from .storage import atomic_write_parquet, verify_checksum, write_checksum
 
 POLICIES = ("none", "all", "mixed", "uniform", "file")
 
@@ -158,8 +158,11 @@ def global_view_weights(mask: pd.DataFrame, n_users: int, mode: str) -> np.ndarr
 
 
 def save_mask(mask: pd.DataFrame, path: Path) -> None:
+    """Atomically, with a SHA-256 sidecar that ``load_mask`` checks."""
     atomic_write_parquet(mask[["user_id", "item_id", "user", "item", "shared", "ratio"]], path)
+    write_checksum(Path(path))
 
 
 def load_mask(path: Path) -> pd.DataFrame:
+    verify_checksum(Path(path))
     return pd.read_parquet(path)

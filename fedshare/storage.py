@@ -62,27 +62,37 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_tensors(path: Path, tensors: dict[str, Any]) -> dict[str, Any]:
-    """Save a dict of tensors atomically with a ``.sha256`` sidecar; returns {bytes, sha256}."""
-    path = Path(path)
-    cpu = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in tensors.items()}
-    _atomic(path, lambda tmp: torch.save(cpu, tmp))
+def write_checksum(path: Path) -> str:
+    """Record the file's SHA-256 in a ``.sha256`` sidecar (written atomically); returns it."""
     digest = sha256_file(path)
     atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
-    return {"bytes": path.stat().st_size, "sha256": digest}
+    return digest
 
 
-def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load what ``save_tensors`` wrote, refusing a file whose checksum does not match."""
+def verify_checksum(path: Path) -> None:
+    """Refuse a file whose content does not match its sidecar (files without one are accepted)."""
     path = Path(path)
-    sidecar = path.with_name(path.name + ".sha256")
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
+    sidecar = path.with_name(path.name + ".sha256")
     if sidecar.exists():
         expected = sidecar.read_text().split()[0]
         actual = sha256_file(path)
         if actual != expected:
             raise CorruptFileError(f"{path} is corrupted: sha256 {actual[:12]}… does not match the recorded {expected[:12]}…")
+
+
+def save_tensors(path: Path, tensors: dict[str, Any]) -> dict[str, Any]:
+    """Save a dict of tensors atomically with a ``.sha256`` sidecar; returns {bytes, sha256}."""
+    path = Path(path)
+    cpu = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in tensors.items()}
+    _atomic(path, lambda tmp: torch.save(cpu, tmp))
+    return {"bytes": path.stat().st_size, "sha256": write_checksum(path)}
+
+
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load what ``save_tensors`` wrote, refusing a file whose checksum does not match."""
+    verify_checksum(Path(path))
     return torch.load(path, map_location=map_location, weights_only=True)
 
 

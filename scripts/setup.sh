@@ -17,6 +17,9 @@ if [ ! -f "$VENV/.fedshare-installed" ] || [ requirements.txt -nt "$VENV/.fedsha
   touch "$VENV/.fedshare-installed"
 fi
 # A folder laid out like ../shared/data is used when present; otherwise fedshare downloads.
-if [ -z "${FEDSHARE_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
+if [ -n "${FEDSHARE_DATA_DIR:-}" ]; then
+  # data/ is what data.dvc tracks and what `dvc repro` reads: fill it now so that the pipeline runs.
+  "$VENV/bin/fedshare" fetch --dataset ml-100k --to data
+elif [ -d ../shared/data ]; then
   echo "hint: export FEDSHARE_DATA_DIR=$(cd ../shared/data && pwd)" >&2
 fi

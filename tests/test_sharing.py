@@ -66,3 +66,17 @@ def test_mask_file_round_trip_and_server_view(tiny_interactions, tmp_path):
     assert loaded["shared"].tolist() == mask["shared"].tolist()
     graph = shared_graph(loaded, tiny_interactions.n_users, tiny_interactions.n_items)
     assert graph.pairs() == set(zip(mask.loc[mask["shared"], "user"], mask.loc[mask["shared"], "item"]))
+
+
+def test_masks_carry_a_checksum_checked_on_load(tiny_interactions, tiny_config, tmp_path):
+    from fedshare.sharing import build_mask, load_mask, save_mask
+    from fedshare.storage import CorruptFileError
+
+    path = tmp_path / "masks.parquet"
+    save_mask(build_mask(tiny_interactions, tiny_config.sharing, seed=0), path)
+    assert (tmp_path / "masks.parquet.sha256").exists() and len(load_mask(path)) > 0
+    payload = bytearray(path.read_bytes())
+    payload[len(payload) // 2] ^= 0xFF
+    path.write_bytes(bytes(payload))
+    with pytest.raises(CorruptFileError, match="corrupted"):
+        load_mask(path)
