@@ -24,6 +24,20 @@ from fedshare.pipeline import mean_std, train_stage  # noqa: E402
 DEFAULT_RUNS = [("local", "none"), ("fedshare", "mixed"), ("fedshare", "all"), ("central", "all")]
 
 
+def quick_dataset() -> str:
+    """--quick: a small generated dataset (fedshare.synthetic), written to a temporary CSV."""
+    import tempfile
+
+    from fedshare.synthetic import generate
+
+    path = Path(tempfile.mkdtemp(prefix="fedshare-quick-")) / "quick.csv"
+    generate(120, mean_per_user=15, seed=0).to_csv(path, index=False)
+    return str(path)
+
+
+QUICK_OVERRIDES = ["federated.rounds=4", "eval.every=2", "model.dim=8"]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k", help="ml-100k, ml-1m or a path (data.dataset)")
@@ -41,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--markdown", help="write the table here")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument("--plot", help="write a PNG of Recall@20 against the mean sharing ratio (needs matplotlib)")
+    parser.add_argument("--quick", action="store_true", help="tiny generated data, 4 rounds: seconds (the test suite runs it)")
     return parser.parse_args(argv)
 
 
@@ -136,6 +151,11 @@ def plot(results: list[dict], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.quick:
+        import tempfile
+
+        args.dataset, args.seeds, args.runs = quick_dataset(), args.seeds[:1], tempfile.mkdtemp(prefix="fedshare-runs-")
+        args.overrides = QUICK_OVERRIDES + args.overrides
     results = run_all(args)
     done = {(r["method"], r["sharing"], r["seed"]) for r in results}
     for path in args.merge:
