@@ -8,7 +8,7 @@
       .lock            held while a process changes the state
     inbox/
       *.csv            dropped request files (request_id,user_id,item_id); delete*.csv = delete requests
-      processed/       handled files, each with <name>.rejections.csv
+      processed/       handled files, each with <name>.rejections.csv and <name>.validation.json (GE)
       failed/          files that could not be parsed, each with <name>.error.txt
 
 Order of an event, chosen so that a crash at any point loses nothing and applies nothing twice:
@@ -209,6 +209,8 @@ def finish(config: Config, store: ModelStore, taken: Intake) -> dict[str, list[s
     processed = taken.path.parent / "processed"
     processed.mkdir(exist_ok=True)
     taken.rejected.to_csv(processed / f"{taken.path.stem}.rejections.csv", index=False)
+    if taken.report:  # the Great Expectations report on the file as a whole
+        atomic_write_json(processed / f"{taken.path.stem}.validation.json", taken.report)
     taken.path.replace(processed / taken.path.name)
     crash_point("moved")
     return purge(config, store.folder)

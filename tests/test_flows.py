@@ -78,6 +78,8 @@ def test_unlearning_flow_applies_valid_requests_and_rejects_the_rest(trained):
     assert by_file["req1.csv"]["applied"] == 1 and by_file["req1.csv"]["rejected"] == 2
     reasons = pd.read_csv(inbox / "processed" / "req1.rejections.csv")["reason"].tolist()
     assert sorted(reasons) == ["duplicate request_id", "unknown user"]
+    report = json.loads((inbox / "processed" / "req1.validation.json").read_text())
+    assert report["suite"] == "requests" and not report["success"] and report["failures"]
     # The served model changed, the pair is private now, the old model folder is gone.
     assert (state / "CURRENT").read_text() == "0001" and not (state / "models" / "0000").exists()
     after = pd.read_parquet(state / "models" / "0001" / "masks.parquet")
