@@ -132,8 +132,16 @@ def plot(results: list[dict], path: str) -> None:
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
     points = sorted((mean_std([m["mean_sharing_ratio"] for m in runs])[0], *mean_std([m["recall@20"] for m in runs]), sharing)
                     for (method, sharing), runs in groups.items() if method == "fedshare")
-    axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
-                  capsize=3, label="FedShare")
+    # Constant ratios (and none/all) form the curve; mixed and uniform are mixtures of users, so they are
+    # drawn as separate markers at their mean ratio rather than joined to it.
+    mixtures = {"mixed": "s", "uniform": "^"}
+    curve = [p for p in points if p[3] not in mixtures]
+    axis.errorbar([p[0] for p in curve], [p[1] for p in curve], yerr=[p[2] for p in curve], marker="o",
+                  capsize=3, label="FedShare, every user at ρ")
+    for x, y, std, sharing in points:
+        if sharing in mixtures:
+            axis.errorbar([x], [y], yerr=[std], marker=mixtures[sharing], linestyle="none", capsize=3,
+                          label=f"FedShare, {sharing}")
     for x, y, _, sharing in points:
         axis.annotate(sharing, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     for (method, sharing), style in ((("local", "none"), "--"), (("central", "all"), ":")):
