@@ -83,6 +83,7 @@ class FederatedConfig:
     negatives: int = 1
     implementation: str = "vectorized"
     sampler: str = "stream"
+    chunk_interactions: int = 2_000_000
 
 
 @dataclass
@@ -160,6 +161,7 @@ class Config:
             (self.federated.implementation in ("vectorized", "loop"),
              "federated.implementation must be vectorized or loop"),
             (self.federated.sampler in ("stream", "counter"), "federated.sampler must be stream or counter"),
+            (self.federated.chunk_interactions >= 0, "federated.chunk_interactions must be >= 0 (0: no chunks)"),
             (self.run.backend in ("local", "ray"), f"run.backend must be local or ray, got {self.run.backend!r}"),
             (self.run.shards >= 1, "run.shards must be >= 1"),
             (self.run.backend != "ray" or self.federated.sampler == "counter",

@@ -52,6 +52,7 @@ class Server:
                  generator: torch.Generator, device: torch.device, use_graph: bool, train_item_table: bool):
         self.model = model
         self.device = device
+        self.edge_chunk = federated.chunk_interactions  # shared edges per chunk of the graph loss
         self.generator = generator
         self.use_graph = use_graph and graph.n_edges > 0
         self.set_graph(graph)
@@ -127,12 +128,15 @@ class Server:
     def graph_bpr_loss(self, global_users: torch.Tensor, global_items: torch.Tensor) -> torch.Tensor:
         """BPR on every shared edge with one sampled negative (not a shared positive of that user)."""
         users, items = self.graph.users, self.graph.items
-        negatives = sample_negatives(users, self.graph.n_items, 1, self.shared_keys, self.generator)
-        loss = bpr_terms(global_users.index_select(0, users), global_items.index_select(0, items),
-                         global_items.index_select(0, negatives[:, 0]).unsqueeze(1)).mean()
+        negatives = sample_negatives(users, self.graph.n_items, 1, self.shared_keys, self.generator)[:, 0]
+        if 0 < self.edge_chunk < users.numel():
+            loss = chunked_mean_bpr(global_users, global_items, users, items, negatives, self.edge_chunk)
+        else:
+            loss = bpr_terms(global_users.index_select(0, users), global_items.index_select(0, items),
+                             global_items.index_select(0, negatives).unsqueeze(1)).mean()
         # L2 on the layer-0 embeddings of every (user, positive, negative) triple, LightGCN-style.
         l2 = (weighted_square_norm(self.graph_users, users) + weighted_square_norm(self.graph_items, items)
-              + weighted_square_norm(self.graph_items, negatives[:, 0])) / (2 * users.numel())
+              + weighted_square_norm(self.graph_items, negatives)) / (2 * users.numel())
         return loss + self.model.server_l2 * l2
 
     def alignment_loss(self, global_items: torch.Tensor) -> torch.Tensor:
@@ -154,6 +158,28 @@ class Server:
         with torch.no_grad():
             for name, value in state.items():
                 getattr(self, name).copy_(value.to(self.device))
+
+
+def chunked_mean_bpr(user_table: torch.Tensor, item_table: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+                     negatives: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Mean BPR over (user, item, negative) edges in chunks: the same value and gradient as all at once.
+
+    Gathering every edge's rows at once costs a few [edges x d] tensors (gigabytes for millions of
+    edges).  Here each chunk's loss is backpropagated into detached copies of the two tables, and
+    the returned surrogate ``<table, accumulated grad>`` (shifted to the true value) carries that
+    gradient back through the LightGCN propagation in one backward pass.
+    """
+    user_leaf = user_table.detach().requires_grad_()
+    item_leaf = item_table.detach().requires_grad_()
+    n, value = users.numel(), 0.0
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        loss = bpr_terms(user_leaf.index_select(0, users[part]), item_leaf.index_select(0, items[part]),
+                         item_leaf.index_select(0, negatives[part]).unsqueeze(1)).sum() / n
+        loss.backward()
+        value += loss.item()
+    surrogate = (user_table * user_leaf.grad).sum() + (item_table * item_leaf.grad).sum()
+    return surrogate - surrogate.detach() + value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,19 +389,40 @@ def client_updates(store: ClientStore, broadcast: Broadcast, participants: torch
         negatives = sample_negatives(interaction_users, store.n_items, federated.negatives, store.own_keys, generator)
     total = max(int(positions.numel()), 1) if total is None else total
     dedupe = federated.local_steps > 1
-    if federated.implementation == "vectorized":
-        batch = make_batch(participants, interaction_users, positives, negatives, store.n_items, dedupe)
-        upload = local_training(store, broadcast.item_table, batch, total, model, federated, on_rows)
-    else:  # reference: one client at a time, same function, same negatives
-        upload = torch.zeros_like(broadcast.item_table)
-        starts = torch.searchsorted(interaction_users, participants)
-        ends = torch.searchsorted(interaction_users, participants, right=True)
-        for user, start, end in zip(participants.tolist(), starts.tolist(), ends.tolist()):
-            one = torch.tensor([user], device=participants.device)
-            batch = make_batch(one, interaction_users[start:end], positives[start:end], negatives[start:end],
-                               store.n_items, dedupe)
-            upload += local_training(store, broadcast.item_table, batch, total, model, federated, on_rows)
+    upload = torch.zeros_like(broadcast.item_table)
+    # The upload is a sum over clients, so the clients can be trained in groups without changing it.
+    # The vectorized engine takes groups of up to `chunk_interactions` interactions (bounded memory);
+    # the reference loop takes one client at a time.  Both call the same `local_training`.
+    ends = torch.searchsorted(interaction_users, participants, right=True)
+    limit = federated.chunk_interactions if federated.implementation == "vectorized" else 0
+    for first, last in client_groups(ends, limit):
+        start = int(ends[first - 1]) if first > 0 else 0
+        end = int(ends[last - 1])
+        batch = make_batch(participants[first:last], interaction_users[start:end], positives[start:end],
+                           negatives[start:end], store.n_items, dedupe)
+        upload += local_training(store, broadcast.item_table, batch, total, model, federated, on_rows)
     return upload
+
+
+def client_groups(ends: torch.Tensor, limit: int) -> list[tuple[int, int]]:
+    """Consecutive client ranges [first, last) of at most ``limit`` interactions each (limit 0: one client each).
+
+    ``ends[c]`` is the cumulative interaction count up to and including client c.  A client is never
+    split; a client with more than ``limit`` interactions forms a group of its own.
+    """
+    n = int(ends.numel())
+    if n == 0:
+        return []
+    if limit <= 0:
+        return [(c, c + 1) for c in range(n)]
+    cumulative = ends.cpu().numpy()
+    groups, first, base = [], 0, 0
+    while first < n:
+        # the last client whose cumulative count stays within base + limit (at least one client)
+        last = max(int(np.searchsorted(cumulative, base + limit, side="right")), first + 1)
+        groups.append((first, last))
+        base, first = int(cumulative[last - 1]), last
+    return groups
 
 
 def pick_participants(store: ClientStore, fraction: float, generator: torch.Generator) -> torch.Tensor:

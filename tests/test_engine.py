@@ -37,6 +37,34 @@ def test_vectorized_round_equals_per_client_loop(tiny_config, tiny_interactions,
     assert not torch.allclose(fresh.server.state()["item_table"], vectorized["server"]["item_table"])
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 50])
+def test_chunked_rounds_equal_one_pass(tiny_config, tiny_interactions, chunk):
+    """Clients trained in groups of <= chunk interactions and the server loss over edge chunks give the
+    same model as one pass (chunk 1 puts every client, and every edge, in a group of its own)."""
+    mask = build_mask(tiny_interactions, SharingConfig(policy="mixed"), seed=0)
+    states, losses = [], []
+    for chunk_interactions in (0, chunk):
+        config = _config(tiny_config, chunk_interactions=chunk_interactions, negatives=2)
+        model, generator = build_model(config, tiny_interactions, mask, torch.device("cpu"))
+        assert model.server.graph.n_edges > chunk  # the server loss is really chunked
+        losses.append([run_round(model, generator)["server_bpr"] for _ in range(3)])
+        states.append(model.state())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for part in ("server", "clients"):
+        for name in states[0][part]:
+            assert torch.allclose(states[0][part][name].float(), states[1][part][name].float(), atol=1e-5), (part, name)
+
+
+def test_client_groups_never_split_a_client_and_respect_the_limit():
+    from fedshare.federated import client_groups
+
+    ends = torch.tensor([3, 4, 10, 11, 12, 30])  # cumulative interactions of six clients: 3, 1, 6, 1, 1, 18
+    assert client_groups(ends, 0) == [(c, c + 1) for c in range(6)]
+    assert client_groups(ends, 5) == [(0, 2), (2, 3), (3, 5), (5, 6)]
+    assert client_groups(ends, 100) == [(0, 6)]
+    assert client_groups(torch.tensor([], dtype=torch.long), 5) == []
+
+
 def _integer_tensors(obj, seen=None):
     """Every integer tensor reachable from an object's attributes."""
     seen = seen if seen is not None else set()
