@@ -28,6 +28,9 @@ ROWS = [
     ("server LightGCN, 1 layer", ["model.server_layers=1"]),
     ("server LightGCN, 3 layers", ["model.server_layers=3"]),
     ("with the contrastive term, λ=0.1, τ=0.2", ["model.contrastive_weight=0.1"]),
+    ("with the contrastive term, λ=0.5, τ=0.2", ["model.contrastive_weight=0.5"]),
+    ("with the contrastive term, λ=0.1, τ=0.1", ["model.contrastive_weight=0.1", "model.temperature=0.1"]),
+    ("with the contrastive term, λ=0.1, τ=0.5", ["model.contrastive_weight=0.1", "model.temperature=0.5"]),
 ]
 # The λ (0.03-1) and direction sweep of an earlier session is kept in docs/results.md, table 2b.
 
