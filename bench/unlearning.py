@@ -101,7 +101,8 @@ def table_of_methods(args: argparse.Namespace) -> tuple[list[dict], str]:
             metrics = one_event(run, run.parent / f"{run.name}-{args.scope}{args.fraction}-{method}", method,
                                 args.fraction, args.scope, seed)
             results.append({**{k: metrics.get(k) for k in KEYS}, "method": method, "seed": seed,
-                            "requests": metrics["requests"], "unshared_interactions": metrics["unshared_interactions"]})
+                            "requests": metrics["requests"], "users": metrics["requesting_users"],
+                            "unshared_interactions": metrics["unshared_interactions"]})
             print(f"seed {seed} {method}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
                   f"{metrics['seconds']:.1f}s {metrics['storage_bytes']} bytes", flush=True)
         shutil.rmtree(run / "fru_log", ignore_errors=True)  # several GB on ML-100K
@@ -128,11 +129,12 @@ def render_methods(results: list[dict], args: argparse.Namespace) -> str:
         lines.append(f"| {method} | {cell('recall@20')} | {ratio} | {cell('ndcg@20')} | {cell('requesting/recall@20')} | "
                      f"{cell('mia_auc', 3)} | {mia_gap} | {stats['unshared_mean_rank'][0]:.0f} | {cell('seconds', 1)} | "
                      f"{time_ratio} | {stats['storage_bytes'][0]:,.0f} | {bytes_ratio} |")
-    requests = sorted({(r["seed"], r["requests"], r["unshared_interactions"]) for r in results})
+    requests = sorted({(r["seed"], r["users"], r["unshared_interactions"]) for r in results})
     header = [f"Dataset {args.dataset}, sharing mixed, {args.fraction:.0%} of the sharing users unshare "
               f"{'everything they shared' if args.scope == 'all' else 'half of what they shared'}; seeds {args.seeds}; "
               f"mean ± sample std over seeds. Requests per seed (seed, users, interactions): {requests}.",
-              f"FRU logs the top {args.fru_alpha:.0%} of each client's updated rows per round.", ""]
+              f"FRU logs the top {args.fru_alpha:.0%} of each client's updated rows per round." if args.fru_alpha > 0
+              else "FRU not run here (--fru-alpha 0).", ""]
     return "\n".join(header + lines) + "\n"
 
 
@@ -144,6 +146,7 @@ def sequential(args: argparse.Namespace) -> tuple[list[dict], str]:
         out = current.parent / f"{Path(args.dataset).stem}-mixed-seed{seed}-seq{event}"
         metrics = one_event(current, out, "contrastive", args.event_fraction, args.scope, seed + event)
         results.append({**{k: metrics.get(k) for k in KEYS}, "event": event, "requests": metrics["requests"],
+                        "users": metrics["requesting_users"],
                         "unshared_interactions": metrics["unshared_interactions"]})
         print(f"event {event}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
               f"{metrics['storage_bytes']} bytes", flush=True)
@@ -151,7 +154,7 @@ def sequential(args: argparse.Namespace) -> tuple[list[dict], str]:
     lines = ["| event | users | interactions | Recall@20 | MIA AUC | unshared items' mean rank | seconds | bytes stored |",
              "|---|---|---|---|---|---|---|---|"]
     for row in results:
-        lines.append(f"| {row['event']} | {row['requests']} | {row['unshared_interactions']} | {row['recall@20']:.4f} | "
+        lines.append(f"| {row['event']} | {row['users']} | {row['unshared_interactions']} | {row['recall@20']:.4f} | "
                      f"{row['mia_auc']:.3f} | {row['unshared_mean_rank']:.0f} | {row['seconds']:.1f} | "
                      f"{row['storage_bytes']:,} |")
     header = [f"Dataset {args.dataset}, sharing mixed, seed {seed}: {args.sequential} contrastive events one after "
