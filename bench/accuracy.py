@@ -59,13 +59,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def run_dir_of(args: argparse.Namespace, method: str, sharing: str, seed: int) -> Path:
+    return Path(args.runs) / f"{Path(args.dataset).stem}-{method}-{sharing}-seed{seed}"
+
+
 def run_all(args: argparse.Namespace) -> list[dict]:
     pairs = [tuple(spec.split(":", 1)) for spec in args.runs_of] if args.runs_of else DEFAULT_RUNS
     results = []
     for seed in args.seeds:  # seed-major: an interrupted table still has every method for the first seeds
         for method, sharing in pairs:
-            name = f"{Path(args.dataset).stem}-{method}-{sharing}-seed{seed}"
-            run_dir = Path(args.runs) / name
+            run_dir = run_dir_of(args, method, sharing, seed)
+            name = run_dir.name
             metrics_file = run_dir / "metrics.json"
             if metrics_file.exists():
                 metrics = json.loads(metrics_file.read_text())
@@ -82,7 +86,44 @@ def run_all(args: argparse.Namespace) -> list[dict]:
     return results
 
 
-def table(results: list[dict], command: str) -> str:
+def private_users_notes(args: argparse.Namespace) -> list[str]:
+    """Does sharing help the users who keep everything private?  Compared on the *same* users.
+
+    For each seed with both a ``local`` run and a fedshare run at a mixture policy, the fedshare run's
+    private users (from its masks) are scored by the local run's model too: same split (checked),
+    same users, so the difference is the effect of the others' sharing on them.
+    """
+    from fedshare.data import Interactions
+    from fedshare.pipeline import load_run
+    from fedshare.sharing import load_mask, sharing_users
+    from fedshare.training import evaluate
+
+    notes = []
+    for sharing in ("mixed", "uniform"):
+        pairs = []  # (fedshare's Recall@20 on its private users, local's Recall@20 on the same users)
+        for seed in args.seeds:
+            local_dir, shared_dir = run_dir_of(args, "local", "none", seed), run_dir_of(args, "fedshare", sharing, seed)
+            if not ((local_dir / "metrics.json").exists() and (shared_dir / "metrics.json").exists()):
+                continue
+            _, interactions, _, local_model = load_run(local_dir)
+            if not interactions.table.equals(Interactions.load(shared_dir).table):
+                raise ValueError(f"{local_dir} and {shared_dir} do not have the same split")
+            private = ~sharing_users(load_mask(shared_dir / "masks.parquet"), interactions.n_users)
+            if not private.any():
+                continue
+            local_on_them = evaluate(local_model, interactions, "test", {"private": private})["private/recall@20"]
+            fedshare_on_them = json.loads((shared_dir / "metrics.json").read_text())["private/recall@20"]
+            pairs.append((fedshare_on_them, local_on_them))
+        if pairs:
+            shared_mean, local_mean = (mean_std([pair[i] for pair in pairs]) for i in (0, 1))
+            gain = mean_std([a - b for a, b in pairs])
+            notes.append(f"private users of fedshare@{sharing}, same users under local ({len(pairs)} seeds): "
+                         f"{shared_mean[0]:.4f} ± {shared_mean[1]:.4f} vs {local_mean[0]:.4f} ± {local_mean[1]:.4f}, "
+                         f"paired gain {gain[0]:+.4f} ± {gain[1]:.4f}")
+    return notes
+
+
+def table(results: list[dict], command: str, extra_notes: list[str] = ()) -> str:
     rows = {}
     for metrics in results:
         rows.setdefault((metrics["method"], metrics["sharing"]), []).append(metrics)
@@ -113,7 +154,7 @@ def table(results: list[dict], command: str) -> str:
     machine = f"{platform.platform()}, {results[0]['machine'] if results else ''}"
     header = [f"Seeds {seeds}; mean ± sample std over seeds; test split, full ranking.", f"Machine: {machine}.",
               f"Command: `{command}`", ""]
-    return "\n".join(header + lines + [""] + [f"- {note}" for note in notes]) + "\n"
+    return "\n".join(header + lines + [""] + [f"- {note}" for note in [*notes, *extra_notes]]) + "\n"
 
 
 def plot(results: list[dict], path: str) -> None:
@@ -169,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.merge:
         results += [r for r in json.loads(Path(path).read_text()) if (r["method"], r["sharing"], r["seed"]) not in done]
     command = "python bench/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = table(results, command)
+    text = table(results, command, private_users_notes(args))
     print(text)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

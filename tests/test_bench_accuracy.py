@@ -20,6 +20,7 @@ def test_quick_accuracy_table_and_plot(tmp_path):
                                                            ("fedshare", "all"), ("central", "all")]
     assert all(0 <= r["recall@20"] <= 1 for r in rows) and (tmp_path / "p.png").stat().st_size > 0
     assert "| fedshare | mixed |" in table and "Command: `python bench/accuracy.py --quick" in table
+    assert "private users of fedshare@mixed, same users under local (1 seeds)" in table
 
 
 def test_quick_ablation_table(tmp_path):
