@@ -83,7 +83,7 @@ class FederatedConfig:
     negatives: int = 1
     implementation: str = "vectorized"
     sampler: str = "stream"
-    chunk_interactions: int = 2_000_000
+    chunk_interactions: int = 1_000_000
 
 
 @dataclass
