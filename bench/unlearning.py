@@ -46,9 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sequential", type=int, default=0, metavar="K",
                         help="instead: K contrastive events one after another, each --event-fraction of sharing users")
     parser.add_argument("--event-fraction", type=float, default=0.02)
+    parser.add_argument("--fru-log-rounds", type=int, default=0, metavar="R",
+                        help="instead: train R rounds with the FRU log on and report the bytes it wrote per round "
+                             "(for datasets whose whole log does not fit on disk); the log is deleted afterwards")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--runs", default=str(REPO / "bench" / "out" / "unlearning"), help="where run directories go")
+    parser.add_argument("--runs", help="where run directories go (default bench/out/unlearning; --quick: a temporary folder)")
     parser.add_argument("--json", help="write all results here")
     parser.add_argument("--markdown", help="write the table here")
     parser.add_argument("--plot", help="sequential: write a PNG of utility, MIA and storage per event")
@@ -107,6 +110,27 @@ def table_of_methods(args: argparse.Namespace) -> tuple[list[dict], str]:
                   f"{metrics['seconds']:.1f}s {metrics['storage_bytes']} bytes", flush=True)
         shutil.rmtree(run / "fru_log", ignore_errors=True)  # several GB on ML-100K
     return results, render_methods(results, args)
+
+
+def fru_log_size(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """Bytes FRU's update log takes per round, measured over the first ``--fru-log-rounds`` rounds."""
+    results = []
+    for seed in args.seeds:
+        run = Path(args.runs) / f"{Path(args.dataset).stem}-mixed-seed{seed}-fru-log-{args.fru_log_rounds}rounds"
+        rounds = args.fru_log_rounds
+        overrides = [*base_overrides(args, seed), f"federated.rounds={rounds}", f"eval.every={rounds}"]
+        metrics = train_stage(load_config(None, overrides), run, progress=False)
+        per_round = {kind: [f.stat().st_size for f in (run / "fru_log").glob(f"{kind}-0*.pt")] for kind in ("clients", "server")}
+        results.append({"seed": seed, "rounds_logged": metrics["best_round"], "fru_log_bytes": metrics["fru_log_bytes"],
+                        **{f"{kind}_bytes_per_round": sum(sizes) / max(len(sizes), 1) for kind, sizes in per_round.items()},
+                        "seconds": metrics["seconds"]})
+        shutil.rmtree(run / "fru_log", ignore_errors=True)
+    lines = ["| seed | rounds logged | log bytes | client updates per round | server gradients per round |", "|---|---|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['rounds_logged']} | {r['fru_log_bytes']:,} | {r['clients_bytes_per_round']:,.0f} | "
+              f"{r['server_bytes_per_round']:,.0f} |" for r in results]
+    header = [f"Dataset {args.dataset}, sharing mixed; FRU logs the top {args.fru_alpha:.0%} of each client's updated "
+              f"rows per round; bytes on disk after {args.fru_log_rounds} rounds (a lower bound on a full run's log).", ""]
+    return results, "\n".join(header + lines) + "\n"
 
 
 def render_methods(results: list[dict], args: argparse.Namespace) -> str:
@@ -190,8 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.dataset = quick_dataset()
         args.seeds = args.seeds[:1]
-        args.runs = tempfile.mkdtemp(prefix="fedshare-bench-runs-")
-    results, text = sequential(args) if args.sequential else table_of_methods(args)
+        args.runs = args.runs or tempfile.mkdtemp(prefix="fedshare-bench-runs-")
+    args.runs = args.runs or str(REPO / "bench" / "out" / "unlearning")
+    if args.fru_log_rounds:
+        results, text = fru_log_size(args)
+    else:
+        results, text = sequential(args) if args.sequential else table_of_methods(args)
     command = "python bench/unlearning.py " + " ".join(sys.argv[1:] if argv is None else argv)
     import torch
 

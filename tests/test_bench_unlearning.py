@@ -27,3 +27,14 @@ def test_quick_sequential_events(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads((tmp_path / "s.json").read_text())
     assert [r["event"] for r in rows] == [1, 2, 3] and all(r["storage_bytes"] > 0 for r in rows)
+
+
+def test_quick_fru_log_size_is_measured_per_round_and_the_log_removed(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "unlearning.py"), "--quick", "--fru-log-rounds", "3",
+                          "--runs", str(tmp_path / "runs"), "--json", str(tmp_path / "f.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "f.json").read_text())
+    assert row["rounds_logged"] == 3 and row["clients_bytes_per_round"] > 0 and row["server_bytes_per_round"] > 0
+    assert row["fru_log_bytes"] > 3 * row["clients_bytes_per_round"]  # the rounds plus the initial state
+    assert not list((tmp_path / "runs").glob("*/fru_log/*.pt"))  # deleted once measured
