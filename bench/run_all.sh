@@ -7,13 +7,27 @@ export PYTHONPATH=$PWD FEDSHARE_DATA_DIR=${FEDSHARE_DATA_DIR:-$(cd .. && pwd)/sh
 # 1. accuracy vs sharing (ML-100K; ML-1M with --dataset ml-1m)
 $PY bench/accuracy.py --dataset ml-100k --seeds 0 1 2 --runs-of local:none fedshare:0 fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:all fedshare:mixed fedshare:uniform central:all \
     --json bench/results/accuracy_ml-100k.json --markdown bench/results/accuracy_ml-100k.md --plot docs/accuracy_vs_sharing_ml-100k.png
+$PY bench/accuracy.py --dataset ml-1m --seeds 0 1 2 --runs-of local:none fedshare:mixed \
+    --json bench/results/accuracy_ml-1m.json --markdown bench/results/accuracy_ml-1m.md
+$PY bench/accuracy.py --dataset ml-1m --seeds 0 --runs-of central:all \
+    --json bench/results/accuracy_ml-1m-central.json --markdown bench/results/accuracy_ml-1m-central.md
 # 2. ablations at mixed
 $PY bench/ablations.py --dataset ml-100k --seeds 0 --json bench/results/ablations_ml-100k.json --markdown bench/results/ablations_ml-100k.md
-# 3. unlearning: five methods, then ten sequential events
-$PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --json bench/results/unlearning_ml-100k.json --markdown bench/results/unlearning_ml-100k.md
+# 3. unlearning: five methods, other request sizes, ML-1M (FRU: log bytes only), ten sequential events
+$PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --set model.global_weight=one \
+    --json bench/results/unlearning_ml-100k.json --markdown bench/results/unlearning_ml-100k.md
+for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec
+  $PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --fraction $1 --scope $2 --fru-alpha 0 \
+      --methods contrastive none finetune retrain --set model.global_weight=one \
+      --json bench/results/unlearning_ml-100k_$2$1.json --markdown bench/results/unlearning_ml-100k_$2$1.md
+done
+$PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-alpha 0 --methods contrastive none finetune retrain \
+    --json bench/results/unlearning_ml-1m.json --markdown bench/results/unlearning_ml-1m.md
+$PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-log-rounds 20 \
+    --json bench/results/fru_log_ml-1m.json --markdown bench/results/fru_log_ml-1m.md
 $PY bench/unlearning.py --dataset ml-100k --seeds 0 --sequential 10 --event-fraction 0.02 --fru-alpha 0 \
     --json bench/results/unlearning_sequential_ml-100k.json --markdown bench/results/unlearning_sequential_ml-100k.md --plot docs/unlearning_sequential_ml-100k.png
 # 4. engine speed
 $PY bench/speed.py --datasets ml-100k ml-1m --rounds 5 --loop-rounds 1 --out bench/results/speed_cpu.json --markdown bench/results/speed_cpu.md
 # 5. scaling
-$PY bench/scaling.py --out bench/results/scaling_cpu.json --markdown bench/results/scaling_cpu.md
+$PY bench/scaling.py --users 10000 100000 1000000 1000000@4 --threads 1 --out bench/results/scaling_cpu.json --markdown bench/results/scaling_cpu.md
