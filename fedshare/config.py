@@ -91,7 +91,7 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [10, 20])
     metric: str = "recall@20"
     every: int = 5
-    patience: int = 10
+    patience: int = 30
     batch_users: int = 1024
 
 

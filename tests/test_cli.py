@@ -59,13 +59,18 @@ def test_train_writes_a_complete_run_directory(tmp_path):
 
 
 @pytest.mark.slow
-def test_fedshare_mixed_beats_local_on_ml100k(tmp_path):
-    """End to end on the real ML-100K file with default parameters."""
+def test_fedshare_sharing_everything_beats_local_on_ml100k(tmp_path):
+    """End to end on the real ML-100K file with default parameters.
+
+    When users share their data, the server's graph view adds to the federated model: FedShare at
+    sharing `all` beats `local` (nobody shares) on the same split.  (At `mixed` the two are equal
+    within noise over three seeds, docs/results.md table 1, so that is not asserted here.)
+    """
     data_dir = real_data_dir()
     results = {}
-    for method in ("local", "fedshare"):
+    for method, sharing in (("local", "none"), ("fedshare", "all")):
         out = fedshare("train", "--dataset", "ml-100k", "--data-dir", str(data_dir), "--method", method,
-                       "--sharing", "mixed", "--seed", "0", "--out", str(tmp_path / method), "--quiet",
+                       "--sharing", sharing, "--seed", "0", "--out", str(tmp_path / method), "--quiet",
                        "--set", "tracking.enabled=false")
         assert out.returncode == 0, out.stderr
         results[method] = json.loads((tmp_path / method / "metrics.json").read_text())
