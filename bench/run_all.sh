@@ -5,8 +5,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export PYTHONPATH=$PWD FEDSHARE_DATA_DIR=${FEDSHARE_DATA_DIR:-$(cd .. && pwd)/shared/data}
 # 1. accuracy vs sharing (ML-100K; ML-1M with --dataset ml-1m)
-$PY bench/accuracy.py --dataset ml-100k --seeds 0 1 2 --runs-of local:none fedshare:0 fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:all fedshare:mixed fedshare:uniform central:all \
-    --json bench/results/accuracy_ml-100k.json --markdown bench/results/accuracy_ml-100k.md --plot docs/accuracy_vs_sharing_ml-100k.png
+$PY bench/accuracy.py --dataset ml-100k --seeds 0 1 2 --runs-of local:none fedshare:0 fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:mixed fedshare:uniform fedshare:all central:all \
+    --runs bench/out/runs-p30 --json bench/results/accuracy_ml-100k.json --markdown bench/results/accuracy_ml-100k.md --plot docs/accuracy_vs_sharing_ml-100k.png
 $PY bench/accuracy.py --dataset ml-1m --seeds 0 1 --runs-of local:none fedshare:mixed \
     --json bench/results/accuracy_ml-1m.json --markdown bench/results/accuracy_ml-1m.md
 $PY bench/accuracy.py --dataset ml-1m --seeds 0 --runs-of central:all \
@@ -14,18 +14,18 @@ $PY bench/accuracy.py --dataset ml-1m --seeds 0 --runs-of central:all \
 # 2. ablations at mixed
 $PY bench/ablations.py --dataset ml-100k --seeds 0 --json bench/results/ablations_ml-100k.json --markdown bench/results/ablations_ml-100k.md
 # 3. unlearning: five methods, other request sizes, ML-1M (FRU: log bytes only), ten sequential events
-$PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --set model.global_weight=one \
+$PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --set model.global_weight=one --set eval.patience=10 \
     --json bench/results/unlearning_ml-100k.json --markdown bench/results/unlearning_ml-100k.md
 for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec
   $PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --fraction $1 --scope $2 --fru-alpha 0 \
-      --methods contrastive none finetune retrain --set model.global_weight=one \
+      --methods contrastive none finetune retrain --set model.global_weight=one --set eval.patience=10 \
       --json bench/results/unlearning_ml-100k_$2$1.json --markdown bench/results/unlearning_ml-100k_$2$1.md
 done
-$PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-alpha 0 --methods contrastive none finetune retrain \
+$PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-alpha 0 --methods contrastive none finetune retrain --set eval.patience=10 \
     --json bench/results/unlearning_ml-1m.json --markdown bench/results/unlearning_ml-1m.md
 $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-log-rounds 20 \
     --json bench/results/fru_log_ml-1m.json --markdown bench/results/fru_log_ml-1m.md
-$PY bench/unlearning.py --dataset ml-100k --seeds 0 --sequential 10 --event-fraction 0.02 --fru-alpha 0 \
+$PY bench/unlearning.py --dataset ml-100k --seeds 0 --sequential 10 --event-fraction 0.02 --fru-alpha 0 --set eval.patience=10 \
     --json bench/results/unlearning_sequential_ml-100k.json --markdown bench/results/unlearning_sequential_ml-100k.md --plot docs/unlearning_sequential_ml-100k.png
 # 4. engine speed
 $PY bench/speed.py --datasets ml-100k ml-1m --rounds 5 --loop-rounds 1 --out bench/results/speed_cpu.json --markdown bench/results/speed_cpu.md
