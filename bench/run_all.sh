@@ -12,7 +12,7 @@ $PY bench/accuracy.py --dataset ml-1m --seeds 0 1 --runs-of local:none fedshare:
 $PY bench/accuracy.py --dataset ml-1m --seeds 0 --runs-of central:all \
     --json bench/results/accuracy_ml-1m-central.json --markdown bench/results/accuracy_ml-1m-central.md
 # 2. ablations at mixed
-$PY bench/ablations.py --dataset ml-100k --seeds 0 --json bench/results/ablations_ml-100k.json --markdown bench/results/ablations_ml-100k.md
+$PY bench/ablations.py --dataset ml-100k --seeds 0 --runs bench/out/ablations-p30 --json bench/results/ablations_ml-100k.json --markdown bench/results/ablations_ml-100k.md
 # 3. unlearning: five methods, other request sizes, ML-1M (FRU: log bytes only), ten sequential events
 $PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --set model.global_weight=one --set eval.patience=10 \
     --json bench/results/unlearning_ml-100k.json --markdown bench/results/unlearning_ml-100k.md
