@@ -7,7 +7,9 @@ export PYTHONPATH=$PWD FEDSHARE_DATA_DIR=${FEDSHARE_DATA_DIR:-$(cd .. && pwd)/sh
 # 1. accuracy vs sharing (ML-100K; ML-1M with --dataset ml-1m)
 $PY bench/accuracy.py --dataset ml-100k --seeds 0 1 2 --runs-of local:none fedshare:0 fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:mixed fedshare:uniform fedshare:all central:all \
     --runs bench/out/runs-p30 --json bench/results/accuracy_ml-100k.json --markdown bench/results/accuracy_ml-100k.md --plot docs/accuracy_vs_sharing_ml-100k.png
-$PY bench/accuracy.py --dataset ml-1m --seeds 0 1 --runs-of local:none fedshare:mixed \
+$PY bench/accuracy.py --dataset ml-1m --seeds 0 --runs-of local:none fedshare:mixed --runs bench/out/runs-p30 \
+    --json bench/results/accuracy_ml-1m-p30.json --markdown bench/results/accuracy_ml-1m-p30.md
+$PY bench/accuracy.py --dataset ml-1m --seeds 0 1 --runs-of local:none fedshare:mixed --set eval.patience=10 \
     --json bench/results/accuracy_ml-1m.json --markdown bench/results/accuracy_ml-1m.md
 $PY bench/accuracy.py --dataset ml-1m --seeds 0 --runs-of central:all \
     --json bench/results/accuracy_ml-1m-central.json --markdown bench/results/accuracy_ml-1m-central.md
