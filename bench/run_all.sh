@@ -15,6 +15,9 @@ $PY bench/accuracy.py --dataset ml-1m --seeds 0 --runs-of central:all \
     --json bench/results/accuracy_ml-1m-central.json --markdown bench/results/accuracy_ml-1m-central.md
 # 2. ablations at mixed
 $PY bench/ablations.py --dataset ml-100k --seeds 0 --runs bench/out/ablations-p30 --json bench/results/ablations_ml-100k.json --markdown bench/results/ablations_ml-100k.md
+for seed in 1 2; do  # the contrastive term at lambda 0.1, tau 0.5 on two more seeds (table 2's note)
+  $PY bench/accuracy.py --dataset ml-100k --seeds $seed --runs-of fedshare:mixed --set model.contrastive_weight=0.1 --set model.temperature=0.5 --runs bench/out/runs-l01t05
+done
 # 3. unlearning: five methods, other request sizes, ML-1M (FRU: log bytes only), ten sequential events
 $PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --set model.global_weight=one --set eval.patience=10 \
     --json bench/results/unlearning_ml-100k.json --markdown bench/results/unlearning_ml-100k.md
