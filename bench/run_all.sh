@@ -21,6 +21,8 @@ done
 # 3. unlearning: five methods, other request sizes, ML-1M (FRU: log bytes only), ten sequential events
 $PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --set model.global_weight=one --set eval.patience=10 \
     --json bench/results/unlearning_ml-100k.json --markdown bench/results/unlearning_ml-100k.md
+$PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --fru-alpha 0 --methods contrastive none finetune retrain --runs bench/out/unlearn-p30 \
+    --json bench/results/unlearning_ml-100k_p30.json --markdown bench/results/unlearning_ml-100k_p30.md
 for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec
   $PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --fraction $1 --scope $2 --fru-alpha 0 \
       --methods contrastive none finetune retrain --set model.global_weight=one --set eval.patience=10 \
