@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Every GPU measurement of docs/results.md, in two calls of one GPU session (the device tool gives a
+# session 15 minutes of GPU time).  Needs only python3 with torch, numpy, pandas, pyyaml, pyarrow
+# and tqdm (no Prefect, MLflow, DVC or GE).  MovieLens is read from $FEDSHARE_DATA_DIR (default ./data,
+# a git-ignored copy of ../shared/data: the GPU machine does not see ../shared).
+#
+#   bash bench/gpu.sh measure OUT   # quiet GPU: engine speed (table 4), one full ML-1M training
+#                                   # (fedshare, mixed, seed 0), scaling to 1M users (table 5)
+#   bash bench/gpu.sh batch OUT     # ML-1M accuracy, 3 seeds x local/mixed/all/central (table 1b), and
+#                                   # ML-1M unlearning, 3 seeds (table 3): as parallel processes
+#
+# Each step has its own time limit and logs to OUT/<phase>.log; a failed step does not stop the others.
+# A dry run on a CPU: DEVICE=cpu DATASET=ml-100k SET="federated.rounds=4 eval.every=2" SPEED_DATASETS=ml-100k
+# SPEED_ROUNDS=2 SCALING_USERS=2000 PYTHON=.venv/bin/python bash bench/gpu.sh measure /tmp/gpu-dry
+set -uo pipefail
+cd "$(dirname "$0")/.."
+phase=${1:?usage: bash bench/gpu.sh measure|batch OUT}
+out=${2:?usage: bash bench/gpu.sh measure|batch OUT}
+mkdir -p "$out"
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+DATASET=${DATASET:-ml-1m}
+SEEDS=${SEEDS:-0 1 2}
+DEADLINE=${DEADLINE:-420}   # batch: seconds for the parallel runs before what finished is collected
+RUNS=${RUNS:-bench/out/gpu-runs}
+SPEED_DATASETS=${SPEED_DATASETS:-ml-100k ml-1m}
+SPEED_ROUNDS=${SPEED_ROUNDS:-20}
+SCALING_USERS=${SCALING_USERS:-10000 100000 1000000}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 FEDSHARE_DATA_DIR=${FEDSHARE_DATA_DIR:-$PWD/data}
+sets=()
+for kv in ${SET:-}; do sets+=(--set "$kv"); done
+log=$out/$phase.log
+
+step() {  # step LIMIT_SECONDS NAME COMMAND...: run, time and log one step
+  local limit=$1 name=$2; shift 2
+  echo "== $name: $*" >>"$log"
+  local start=$SECONDS
+  timeout "$limit" "$@" >>"$log" 2>&1
+  echo "== $name: exit $? after $((SECONDS - start)) s" >>"$log"
+}
+
+measure() {
+  { nvidia-smi || true; $PY -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"; } >"$out/machine.txt" 2>&1
+  step 50 smoke-unlearning $PY bench/unlearning.py --quick --device "$DEVICE" --fru-alpha 0.5
+  step 120 speed $PY bench/speed.py --device "$DEVICE" --datasets $SPEED_DATASETS --rounds "$SPEED_ROUNDS" \
+      --loop-datasets ml-100k --loop-rounds 1 --out "$out/speed_$DEVICE.json" --markdown "$out/speed_$DEVICE.md"
+  step 200 ml1m-train $PY bench/accuracy.py --dataset "$DATASET" --seeds 0 --runs-of fedshare:mixed --device "$DEVICE" \
+      --runs "$RUNS" --json "$out/train_${DATASET}_seed0.json" "${sets[@]}"
+  step 210 scaling $PY bench/scaling.py --device "$DEVICE" --users $SCALING_USERS --timeout 200 \
+      --out "$out/scaling_$DEVICE.json" --markdown "$out/scaling_$DEVICE.md"
+}
+
+accuracy_run() {  # accuracy_run METHOD:SHARING SEED
+  $PY bench/accuracy.py --dataset "$DATASET" --seeds "$2" --runs-of "$1" --device "$DEVICE" --runs "$RUNS" "${sets[@]}"
+}
+
+unlearning_chain() {  # unlearning_chain SEED: the mixed run of table 1b is the trained model of table 3
+  local seed=$1 stem
+  stem=$(basename "$DATASET"); stem=${stem%.*}
+  accuracy_run fedshare:mixed "$seed" || return
+  mkdir -p "$RUNS/unlearning"
+  ln -sfn "$PWD/$RUNS/$stem-fedshare-mixed-seed$seed" "$RUNS/unlearning/$stem-mixed-seed$seed"
+  $PY bench/unlearning.py --dataset "$DATASET" --seeds "$seed" --fru-alpha 0 --methods contrastive none finetune retrain \
+      --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}"
+}
+
+batch() {
+  export OMP_NUM_THREADS=1  # a dozen processes share the CPUs
+  local pids=() seed spec
+  for seed in $SEEDS; do
+    (unlearning_chain "$seed" >"$out/chain-$seed.txt" 2>&1) & pids+=($!)
+    for spec in local:none fedshare:all central:all; do
+      (accuracy_run "$spec" "$seed" >>"$out/runs-$seed.txt" 2>&1) & pids+=($!)
+    done
+  done
+  local start=$SECONDS
+  while ((SECONDS - start < DEADLINE)) && kill -0 "${pids[@]}" 2>/dev/null; do sleep 5; done
+  kill -- "${pids[@]}" 2>/dev/null; pkill -f "bench/(accuracy|unlearning).py" 2>/dev/null
+  echo "parallel part: $((SECONDS - start)) s" >>"$log"
+  collect
+  # what finished: the metrics of every run (the tables above are built from them)
+  tar czf "$out/runs.tgz" -C "$RUNS" --dereference $(cd "$RUNS" && ls -d */metrics.json */history.json */config.yaml \
+      unlearning/*/unlearning.json 2>/dev/null) 2>>"$log"
+  cat "$out"/chain-*.txt "$out"/runs-*.txt >>"$log" 2>/dev/null; rm -f "$out"/chain-*.txt "$out"/runs-*.txt
+}
+
+collect() {  # the two tables over the seeds whose runs all finished (runs are reused, none is started)
+  local stem seed acc_seeds="" unl_seeds=""
+  stem=$(basename "$DATASET"); stem=${stem%.*}
+  for seed in $SEEDS; do
+    ls "$RUNS/$stem"-{local-none,fedshare-mixed,fedshare-all,central-all}-seed$seed/metrics.json >/dev/null 2>&1 \
+      && acc_seeds+=" $seed"
+    ls "$RUNS/unlearning/$stem-mixed-seed$seed"-all0.1-{contrastive,none,finetune,retrain}/unlearning.json >/dev/null 2>&1 \
+      && unl_seeds+=" $seed"
+  done
+  echo "complete seeds: accuracy [$acc_seeds ], unlearning [$unl_seeds ]" >>"$log"
+  [ -n "$acc_seeds" ] && step 120 collect-accuracy $PY bench/accuracy.py --dataset "$DATASET" --seeds $acc_seeds \
+      --runs-of local:none fedshare:mixed fedshare:all central:all --device "$DEVICE" --runs "$RUNS" "${sets[@]}" \
+      --json "$out/accuracy_${stem}_$DEVICE.json" --markdown "$out/accuracy_${stem}_$DEVICE.md"
+  [ -n "$unl_seeds" ] && step 60 collect-unlearning $PY bench/unlearning.py --dataset "$DATASET" --seeds $unl_seeds \
+      --fru-alpha 0 --methods contrastive none finetune retrain --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}" \
+      --json "$out/unlearning_${stem}_$DEVICE.json" --markdown "$out/unlearning_${stem}_$DEVICE.md"
+  return 0
+}
+
+case $phase in
+  measure) measure ;;
+  batch) batch ;;
+  *) echo "unknown phase $phase (measure or batch)" >&2; exit 2 ;;
+esac
