@@ -38,3 +38,7 @@ $PY bench/unlearning.py --dataset ml-100k --seeds 0 --sequential 10 --event-frac
 $PY bench/speed.py --datasets ml-100k ml-1m --rounds 5 --loop-rounds 1 --out bench/results/speed_cpu.json --markdown bench/results/speed_cpu.md
 # 5. scaling
 $PY bench/scaling.py --users 10000 100000 1000000 1000000@4 --threads 1 --out bench/results/scaling_cpu.json --markdown bench/results/scaling_cpu.md
+# GPU tables (1b and 3c on ML-1M, 4b, 5b): only where torch sees a CUDA device; raw output to docs/gpu/
+if $PY -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+  for phase in measure batch cap2000; do PYTHON=$PY bash bench/gpu.sh $phase docs/gpu; done
+fi
