@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of docs/results.md, in two calls of one GPU session (the device tool gives a
+# Every GPU measurement of docs/results.md, a few calls of one GPU session each (the device tool gives a
 # session 15 minutes of GPU time).  Needs only python3 with torch, numpy, pandas, pyyaml, pyarrow
 # and tqdm (no Prefect, MLflow, DVC or GE).  MovieLens is read from $FEDSHARE_DATA_DIR (default ./data,
 # a git-ignored copy of ../shared/data: the GPU machine does not see ../shared).
@@ -9,14 +9,17 @@
 #   bash bench/gpu.sh batch OUT     # ML-1M accuracy, 3 seeds x local/mixed/all/central (table 1b), and
 #                                   # ML-1M unlearning, 3 seeds (table 3): as parallel processes
 #   bash bench/gpu.sh cap2000 OUT   # ML-1M local/mixed/central, 3 seeds, with a 2000-round cap (table 1b)
+#   bash bench/gpu.sh rest OUT      # what ML-1M still lacks: the sharing sweep (table 1), unlearning at
+#                                   # 5%, 20% and partial (table 3a), ten sequential events (3b); the
+#                                   # tables come back as OUT/rest.tgz (a call returns at most 8 files)
 #
 # Each step has its own time limit and logs to OUT/<phase>.log; a failed step does not stop the others.
 # A dry run on a CPU: DEVICE=cpu DATASET=ml-100k SET="federated.rounds=4 eval.every=2" SPEED_DATASETS=ml-100k
 # SPEED_ROUNDS=2 SCALING_USERS=2000 PYTHON=.venv/bin/python bash bench/gpu.sh measure /tmp/gpu-dry
 set -uo pipefail
 cd "$(dirname "$0")/.."
-phase=${1:?usage: bash bench/gpu.sh measure|batch OUT}
-out=${2:?usage: bash bench/gpu.sh measure|batch OUT}
+phase=${1:?usage: bash bench/gpu.sh measure|batch|cap2000|rest OUT}
+out=${2:?usage: bash bench/gpu.sh measure|batch|cap2000|rest OUT}
 mkdir -p "$out"
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
@@ -55,12 +58,17 @@ accuracy_run() {  # accuracy_run METHOD:SHARING SEED
   $PY bench/accuracy.py --dataset "$DATASET" --seeds "$2" --runs-of "$1" --device "$DEVICE" --runs "$RUNS" "${sets[@]}"
 }
 
-unlearning_chain() {  # unlearning_chain SEED: the mixed run of table 1b is the trained model of table 3
-  local seed=$1 stem
+link_trained() {  # link_trained SEED: bench/unlearning.py finds table 1b's mixed run under its own name
+  local stem
   stem=$(basename "$DATASET"); stem=${stem%.*}
-  accuracy_run fedshare:mixed "$seed" || return
   mkdir -p "$RUNS/unlearning"
-  ln -sfn "$RUNS/$stem-fedshare-mixed-seed$seed" "$RUNS/unlearning/$stem-mixed-seed$seed"
+  ln -sfn "$RUNS/$stem-fedshare-mixed-seed$1" "$RUNS/unlearning/$stem-mixed-seed$1"
+}
+
+unlearning_chain() {  # unlearning_chain SEED: the mixed run of table 1b is the trained model of table 3
+  local seed=$1
+  accuracy_run fedshare:mixed "$seed" || return
+  link_trained "$seed"
   $PY bench/unlearning.py --dataset "$DATASET" --seeds "$seed" --fru-alpha 0 --methods contrastive none finetune retrain \
       --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}"
 }
@@ -132,9 +140,62 @@ cap2000() {  # ML-1M needs more than the default 800 rounds to reach its ceiling
   cat "$out/cap2000-runs.txt" >>"$log"; rm -f "$out/cap2000-runs.txt"
 }
 
+unlearning_sizes() {  # unlearning_sizes SEED: table 3a's request sizes on the seed's mixed run
+  local seed=$1 spec
+  accuracy_run fedshare:mixed "$seed" || return
+  link_trained "$seed"
+  for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec
+    $PY bench/unlearning.py --dataset "$DATASET" --seeds "$seed" --fraction "$1" --scope "$2" --fru-alpha 0 \
+        --methods contrastive none finetune retrain --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}"
+  done
+  if [ "$seed" = "${SEEDS%% *}" ]; then  # ten events one after another, on the first seed
+    $PY bench/unlearning.py --dataset "$DATASET" --seeds "$seed" --sequential 10 --event-fraction 0.02 --fru-alpha 0 \
+        --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}"
+  fi
+}
+
+rest() {
+  export OMP_NUM_THREADS=1
+  local pids=() seed spec stem sweep_seeds="" tables=$out/tables size_seeds
+  stem=$(basename "$DATASET"); stem=${stem%.*}
+  for seed in $SEEDS; do
+    (unlearning_sizes "$seed" >"$out/sizes-$seed.txt" 2>&1) & pids+=($!)
+    for spec in fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:uniform; do
+      (accuracy_run "$spec" "$seed" >>"$out/sweep-$seed.txt" 2>&1) & pids+=($!)
+    done
+  done
+  wait_for "${pids[@]}"
+  mkdir -p "$tables"
+  for seed in $SEEDS; do
+    ls "$RUNS/$stem"-fedshare-{0.25,0.5,0.75,uniform,mixed}-seed$seed/metrics.json >/dev/null 2>&1 && sweep_seeds+=" $seed"
+  done
+  [ -n "$sweep_seeds" ] && step 120 collect-sweep $PY bench/accuracy.py --dataset "$DATASET" --seeds $sweep_seeds \
+      --runs-of fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:mixed fedshare:uniform --device "$DEVICE" \
+      --runs "$RUNS" "${sets[@]}" --json "$tables/sweep_${stem}_$DEVICE.json" --markdown "$tables/sweep_${stem}_$DEVICE.md"
+  for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec
+    size_seeds=""
+    for seed in $SEEDS; do
+      ls "$RUNS/unlearning/$stem-mixed-seed$seed-$2$1"-{contrastive,none,finetune,retrain}/unlearning.json \
+          >/dev/null 2>&1 && size_seeds+=" $seed"
+    done
+    [ -n "$size_seeds" ] && step 60 "collect-$2$1" $PY bench/unlearning.py --dataset "$DATASET" --seeds $size_seeds \
+        --fraction "$1" --scope "$2" --fru-alpha 0 --methods contrastive none finetune retrain --device "$DEVICE" \
+        --runs "$RUNS/unlearning" "${sets[@]}" \
+        --json "$tables/unlearning_${stem}_$2$1_$DEVICE.json" --markdown "$tables/unlearning_${stem}_$2$1_$DEVICE.md"
+  done
+  seed=${SEEDS%% *}
+  [ -f "$RUNS/unlearning/$stem-mixed-seed$seed-seq10/unlearning.json" ] && step 60 collect-sequential \
+      $PY bench/unlearning.py --dataset "$DATASET" --seeds "$seed" --sequential 10 --event-fraction 0.02 --fru-alpha 0 \
+      --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}" --json "$tables/sequential_${stem}_$DEVICE.json" \
+      --markdown "$tables/sequential_${stem}_$DEVICE.md" --plot "$tables/sequential_${stem}_$DEVICE.png"
+  cat "$out"/sizes-*.txt "$out"/sweep-*.txt >>"$log" 2>/dev/null; rm -f "$out"/sizes-*.txt "$out"/sweep-*.txt
+  tar czf "$out/rest.tgz" -C "$out" tables && rm -rf "$tables"
+}
+
 case $phase in
   measure) measure ;;
   batch) batch ;;
   cap2000) cap2000 ;;
-  *) echo "unknown phase $phase (measure, batch or cap2000)" >&2; exit 2 ;;
+  rest) rest ;;
+  *) echo "unknown phase $phase (measure, batch, cap2000 or rest)" >&2; exit 2 ;;
 esac
