@@ -1,0 +1,71 @@
+"""Probe (post hoc, no training): would private items help the global view if the device used them?
+
+FedShare scores s(u,i) = <h_u, q_i> + rho_u <g_u, g_i>: a user who shares nothing gets no global
+view.  Each device knows all its own training items and receives the global item vectors g_i, so it
+could build a global-view user vector from *all* its items, e_u = mean_i g_i (or sum_i g_i/sqrt(n_u)),
+without sending anything.  This script loads trained fedshare runs and scores validation and test
+with variants that add e_u (weight a (1 - rho_u), or a for everyone), against the default scoring.
+
+    python bench/probe_ego_view.py bench/out/runs-p30/ml-100k-fedshare-mixed-seed0 ...-seed1 ...-seed2
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fedshare.pipeline import load_run  # noqa: E402
+from fedshare.training import evaluate  # noqa: E402
+
+
+class FixedVectors:
+    """Stands in for a Model in ``evaluate``: fixed scoring vectors and the run's config."""
+
+    def __init__(self, config, user_vectors: torch.Tensor, item_vectors: torch.Tensor):
+        self.config, self.vectors = config, (user_vectors, item_vectors)
+
+    def scoring_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vectors
+
+
+def variants(model, interactions) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    with torch.no_grad():
+        local_users, local_items = model.local_user_vectors(), model.server.item_table
+        global_users, global_items = model.server.propagate()
+        rho = model.clients.shares.float().unsqueeze(1)
+        train = interactions.table[interactions.table["split"] == "train"]
+        users, items = torch.tensor(train["user"].to_numpy()), torch.tensor(train["item"].to_numpy())
+        counts = torch.bincount(users, minlength=interactions.n_users).clamp(min=1).float().unsqueeze(1)
+        summed = torch.zeros_like(global_users).index_add_(0, users, global_items[items])
+        ego_mean, ego_sqrt = summed / counts, summed / counts.sqrt()
+        out = {"default": (torch.cat([local_users, rho * global_users], 1), torch.cat([local_items, global_items], 1))}
+        both_items = torch.cat([local_items, global_items, global_items], 1)
+        for a in (0.25, 0.5, 1.0, 2.0):
+            out[f"mean, a(1-rho), a={a}"] = (torch.cat([local_users, rho * global_users, a * (1 - rho) * ego_mean], 1), both_items)
+            out[f"mean, a for all, a={a}"] = (torch.cat([local_users, a * ego_mean], 1), torch.cat([local_items, global_items], 1))
+        for a in (0.1, 0.25):
+            out[f"sqrt, a(1-rho), a={a}"] = (torch.cat([local_users, rho * global_users, a * (1 - rho) * ego_sqrt], 1), both_items)
+    return out
+
+
+def main(run_dirs: list[str]) -> None:
+    scores: dict[str, list[tuple[float, float]]] = {}
+    for run_dir in run_dirs:
+        config, interactions, _, model = load_run(run_dir)
+        for name, (user_vectors, item_vectors) in variants(model, interactions).items():
+            fixed = FixedVectors(config, user_vectors, item_vectors)
+            scores.setdefault(name, []).append((evaluate(fixed, interactions, "valid")["recall@20"],
+                                                evaluate(fixed, interactions, "test")["recall@20"]))
+    print(f"{len(run_dirs)} runs; Recall@20 means (validation decides)")
+    for name, values in scores.items():
+        array = np.array(values)
+        print(f"{name:24s} valid {array[:, 0].mean():.4f}  test {array[:, 1].mean():.4f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
