@@ -4,10 +4,10 @@
 # and tqdm (no Prefect, MLflow, DVC or GE).  MovieLens is read from $FEDSHARE_DATA_DIR (default ./data,
 # a git-ignored copy of ../shared/data: the GPU machine does not see ../shared).
 #
-#   bash bench/gpu.sh measure OUT   # quiet GPU: engine speed (table 4), one full ML-1M training
-#                                   # (fedshare, mixed, seed 0), scaling to 1M users (table 5)
+#   bash bench/gpu.sh measure OUT   # quiet GPU: engine speed (table 4b), one full ML-1M training
+#                                   # (fedshare, mixed, seed 0), scaling to 1M users (table 5b)
 #   bash bench/gpu.sh batch OUT     # ML-1M accuracy, 3 seeds x local/mixed/all/central (table 1b), and
-#                                   # ML-1M unlearning, 3 seeds (table 3): as parallel processes
+#                                   # ML-1M unlearning, 3 seeds (table 3c): as parallel processes
 #   bash bench/gpu.sh cap2000 OUT   # ML-1M local/mixed/central, 3 seeds, with a 2000-round cap (table 1b)
 #   bash bench/gpu.sh rest OUT      # what ML-1M still lacks: the sharing sweep (table 1), unlearning at
 #                                   # 5%, 20% and partial (table 3a), ten sequential events (3b); the
@@ -24,6 +24,7 @@ mkdir -p "$out"
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 DATASET=${DATASET:-ml-1m}
+STEM=$(basename "$DATASET"); STEM=${STEM%.*}   # run folders are named <stem>-<method>-<sharing>-seed<N>
 SEEDS=${SEEDS:-0 1 2}
 DEADLINE=${DEADLINE:-420}   # batch: seconds for the parallel runs before what finished is collected
 RUNS=$(realpath -m "${RUNS:-bench/out/gpu-runs}")
@@ -49,7 +50,7 @@ measure() {
   step 120 speed $PY bench/speed.py --device "$DEVICE" --datasets $SPEED_DATASETS --rounds "$SPEED_ROUNDS" \
       --loop-datasets ml-100k --loop-rounds 1 --out "$out/speed_$DEVICE.json" --markdown "$out/speed_$DEVICE.md"
   step 200 ml1m-train $PY bench/accuracy.py --dataset "$DATASET" --seeds 0 --runs-of fedshare:mixed --device "$DEVICE" \
-      --runs "$RUNS" --json "$out/train_${DATASET}_seed0.json" "${sets[@]}"
+      --runs "$RUNS" --json "$out/train_${STEM}_seed0.json" "${sets[@]}"
   step 210 scaling $PY bench/scaling.py --device "$DEVICE" --users $SCALING_USERS --timeout 200 \
       --out "$out/scaling_$DEVICE.json" --markdown "$out/scaling_$DEVICE.md"
 }
@@ -59,10 +60,8 @@ accuracy_run() {  # accuracy_run METHOD:SHARING SEED
 }
 
 link_trained() {  # link_trained SEED: bench/unlearning.py finds table 1b's mixed run under its own name
-  local stem
-  stem=$(basename "$DATASET"); stem=${stem%.*}
   mkdir -p "$RUNS/unlearning"
-  ln -sfn "$RUNS/$stem-fedshare-mixed-seed$1" "$RUNS/unlearning/$stem-mixed-seed$1"
+  ln -sfn "$RUNS/$STEM-fedshare-mixed-seed$1" "$RUNS/unlearning/$STEM-mixed-seed$1"
 }
 
 unlearning_chain() {  # unlearning_chain SEED: the mixed run of table 1b is the trained model of table 3
@@ -102,29 +101,27 @@ batch() {
 }
 
 collect() {  # the two tables over the seeds whose runs all finished (runs are reused, none is started)
-  local stem seed acc_seeds="" unl_seeds=""
-  stem=$(basename "$DATASET"); stem=${stem%.*}
+  local seed acc_seeds="" unl_seeds=""
   for seed in $SEEDS; do
-    ls "$RUNS/$stem"-{local-none,fedshare-mixed,fedshare-all,central-all}-seed$seed/metrics.json >/dev/null 2>&1 \
+    ls "$RUNS/$STEM"-{local-none,fedshare-mixed,fedshare-all,central-all}-seed$seed/metrics.json >/dev/null 2>&1 \
       && acc_seeds+=" $seed"
-    ls "$RUNS/unlearning/$stem-mixed-seed$seed"-all0.1-{contrastive,none,finetune,retrain}/unlearning.json >/dev/null 2>&1 \
+    ls "$RUNS/unlearning/$STEM-mixed-seed$seed"-all0.1-{contrastive,none,finetune,retrain}/unlearning.json >/dev/null 2>&1 \
       && unl_seeds+=" $seed"
   done
   echo "complete seeds: accuracy [$acc_seeds ], unlearning [$unl_seeds ]" >>"$log"
   [ -n "$acc_seeds" ] && step 120 collect-accuracy $PY bench/accuracy.py --dataset "$DATASET" --seeds $acc_seeds \
       --runs-of local:none fedshare:mixed fedshare:all central:all --device "$DEVICE" --runs "$RUNS" "${sets[@]}" \
-      --json "$out/accuracy_${stem}_$DEVICE.json" --markdown "$out/accuracy_${stem}_$DEVICE.md"
+      --json "$out/accuracy_${STEM}_$DEVICE.json" --markdown "$out/accuracy_${STEM}_$DEVICE.md"
   [ -n "$unl_seeds" ] && step 60 collect-unlearning $PY bench/unlearning.py --dataset "$DATASET" --seeds $unl_seeds \
       --fru-alpha 0 --methods contrastive none finetune retrain --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}" \
-      --json "$out/unlearning_${stem}_$DEVICE.json" --markdown "$out/unlearning_${stem}_$DEVICE.md"
+      --json "$out/unlearning_${STEM}_$DEVICE.json" --markdown "$out/unlearning_${STEM}_$DEVICE.md"
   return 0
 }
 
 cap2000() {  # ML-1M needs more than the default 800 rounds to reach its ceiling (docs/results.md, table 1b)
   export OMP_NUM_THREADS=1
-  local pids=() seed spec stem ok=""
+  local pids=() seed spec ok=""
   RUNS=$RUNS-cap2000; sets=(--set federated.rounds=2000 "${sets[@]}")  # SET still wins (dry runs)
-  stem=$(basename "$DATASET"); stem=${stem%.*}
   for seed in $SEEDS; do
     for spec in local:none fedshare:mixed central:all; do
       accuracy_run "$spec" "$seed" >>"$out/cap2000-runs.txt" 2>&1 & pids+=($!)
@@ -132,11 +129,11 @@ cap2000() {  # ML-1M needs more than the default 800 rounds to reach its ceiling
   done
   wait_for "${pids[@]}"
   for seed in $SEEDS; do
-    ls "$RUNS/$stem"-{local-none,fedshare-mixed,central-all}-seed$seed/metrics.json >/dev/null 2>&1 && ok+=" $seed"
+    ls "$RUNS/$STEM"-{local-none,fedshare-mixed,central-all}-seed$seed/metrics.json >/dev/null 2>&1 && ok+=" $seed"
   done
   [ -n "$ok" ] && step 120 collect-cap2000 $PY bench/accuracy.py --dataset "$DATASET" --seeds $ok \
       --runs-of local:none fedshare:mixed central:all --device "$DEVICE" --runs "$RUNS" "${sets[@]}" \
-      --json "$out/accuracy_${stem}_cap2000_$DEVICE.json" --markdown "$out/accuracy_${stem}_cap2000_$DEVICE.md"
+      --json "$out/accuracy_${STEM}_cap2000_$DEVICE.json" --markdown "$out/accuracy_${STEM}_cap2000_$DEVICE.md"
   cat "$out/cap2000-runs.txt" >>"$log"; rm -f "$out/cap2000-runs.txt"
 }
 
@@ -156,8 +153,7 @@ unlearning_sizes() {  # unlearning_sizes SEED: table 3a's request sizes on the s
 
 rest() {
   export OMP_NUM_THREADS=1
-  local pids=() seed spec stem sweep_seeds="" tables=$out/tables size_seeds
-  stem=$(basename "$DATASET"); stem=${stem%.*}
+  local pids=() seed spec sweep_seeds="" tables=$out/tables size_seeds
   for seed in $SEEDS; do
     (unlearning_sizes "$seed" >"$out/sizes-$seed.txt" 2>&1) & pids+=($!)
     for spec in fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:uniform; do
@@ -167,27 +163,27 @@ rest() {
   wait_for "${pids[@]}"
   mkdir -p "$tables"
   for seed in $SEEDS; do
-    ls "$RUNS/$stem"-fedshare-{0.25,0.5,0.75,uniform,mixed}-seed$seed/metrics.json >/dev/null 2>&1 && sweep_seeds+=" $seed"
+    ls "$RUNS/$STEM"-fedshare-{0.25,0.5,0.75,uniform,mixed}-seed$seed/metrics.json >/dev/null 2>&1 && sweep_seeds+=" $seed"
   done
   [ -n "$sweep_seeds" ] && step 120 collect-sweep $PY bench/accuracy.py --dataset "$DATASET" --seeds $sweep_seeds \
       --runs-of fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:mixed fedshare:uniform --device "$DEVICE" \
-      --runs "$RUNS" "${sets[@]}" --json "$tables/sweep_${stem}_$DEVICE.json" --markdown "$tables/sweep_${stem}_$DEVICE.md"
+      --runs "$RUNS" "${sets[@]}" --json "$tables/sweep_${STEM}_$DEVICE.json" --markdown "$tables/sweep_${STEM}_$DEVICE.md"
   for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec
     size_seeds=""
     for seed in $SEEDS; do
-      ls "$RUNS/unlearning/$stem-mixed-seed$seed-$2$1"-{contrastive,none,finetune,retrain}/unlearning.json \
+      ls "$RUNS/unlearning/$STEM-mixed-seed$seed-$2$1"-{contrastive,none,finetune,retrain}/unlearning.json \
           >/dev/null 2>&1 && size_seeds+=" $seed"
     done
     [ -n "$size_seeds" ] && step 60 "collect-$2$1" $PY bench/unlearning.py --dataset "$DATASET" --seeds $size_seeds \
         --fraction "$1" --scope "$2" --fru-alpha 0 --methods contrastive none finetune retrain --device "$DEVICE" \
         --runs "$RUNS/unlearning" "${sets[@]}" \
-        --json "$tables/unlearning_${stem}_$2$1_$DEVICE.json" --markdown "$tables/unlearning_${stem}_$2$1_$DEVICE.md"
+        --json "$tables/unlearning_${STEM}_$2$1_$DEVICE.json" --markdown "$tables/unlearning_${STEM}_$2$1_$DEVICE.md"
   done
   seed=${SEEDS%% *}
-  [ -f "$RUNS/unlearning/$stem-mixed-seed$seed-seq10/unlearning.json" ] && step 60 collect-sequential \
+  [ -f "$RUNS/unlearning/$STEM-mixed-seed$seed-seq10/unlearning.json" ] && step 60 collect-sequential \
       $PY bench/unlearning.py --dataset "$DATASET" --seeds "$seed" --sequential 10 --event-fraction 0.02 --fru-alpha 0 \
-      --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}" --json "$tables/sequential_${stem}_$DEVICE.json" \
-      --markdown "$tables/sequential_${stem}_$DEVICE.md" --plot "$tables/sequential_${stem}_$DEVICE.png"
+      --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}" --json "$tables/sequential_${STEM}_$DEVICE.json" \
+      --markdown "$tables/sequential_${STEM}_$DEVICE.md" --plot "$tables/sequential_${STEM}_$DEVICE.png"
   cat "$out"/sizes-*.txt "$out"/sweep-*.txt >>"$log" 2>/dev/null; rm -f "$out"/sizes-*.txt "$out"/sweep-*.txt
   tar czf "$out/rest.tgz" -C "$out" tables && rm -rf "$tables"
 }
