@@ -1,12 +1,16 @@
-"""Probe (post hoc, no training): would private items help the global view if the device used them?
+"""Probe (post hoc, no training): other ways to combine FedShare's two views at scoring time.
 
-FedShare scores s(u,i) = <h_u, q_i> + rho_u <g_u, g_i>: a user who shares nothing gets no global
-view.  Each device knows all its own training items and receives the global item vectors g_i, so it
-could build a global-view user vector from *all* its items, e_u = mean_i g_i (or sum_i g_i/sqrt(n_u)),
-without sending anything.  This script loads trained fedshare runs and scores validation and test
-with variants that add e_u (weight a (1 - rho_u), or a for everyone), against the default scoring.
+FedShare scores s(u,i) = <h_u, q_i> + rho_u <g_u, g_i> (docs/method.md).  With the contrastive term
+off the two views are trained apart, so the combination can be changed after training.  This script
+loads trained fedshare runs and scores validation and test with:
 
-    python bench/probe_ego_view.py bench/out/runs-p30/ml-100k-fedshare-mixed-seed0 ...-seed1 ...-seed2
+* the global view's weight: c * rho_u, c * sqrt(rho_u), c * [rho_u > 0];
+* a device-built global-view user vector: a user who shares nothing gets no global view, yet each
+  device knows all its own items and receives the global item vectors g_i, so it could use
+  e_u = mean_i g_i (or sum_i g_i / sqrt(n_u)) over *all* its items without sending anything; added
+  at weight a (1 - rho_u), or a for everyone.
+
+    python bench/probe_scoring.py bench/out/runs-p30/ml-100k-fedshare-mixed-seed0 ...-seed1 ...-seed2
 """
 
 from __future__ import annotations
@@ -43,11 +47,16 @@ def variants(model, interactions) -> dict[str, tuple[torch.Tensor, torch.Tensor]
         counts = torch.bincount(users, minlength=interactions.n_users).clamp(min=1).float().unsqueeze(1)
         summed = torch.zeros_like(global_users).index_add_(0, users, global_items[items])
         ego_mean, ego_sqrt = summed / counts, summed / counts.sqrt()
-        out = {"default": (torch.cat([local_users, rho * global_users], 1), torch.cat([local_items, global_items], 1))}
+        both_views = torch.cat([local_items, global_items], 1)
+        out = {"default (c=1)": (torch.cat([local_users, rho * global_users], 1), both_views)}
+        for name, weight in [*((f"weight {c} rho", c * rho) for c in (0.5, 1.5, 2.0, 3.0)),
+                             *((f"weight {c} sqrt(rho)", c * rho.sqrt()) for c in (0.5, 1.0, 1.5)),
+                             *((f"weight {c} [rho>0]", c * (rho > 0).float()) for c in (0.5, 1.0))]:
+            out[name] = (torch.cat([local_users, weight * global_users], 1), both_views)
         both_items = torch.cat([local_items, global_items, global_items], 1)
         for a in (0.25, 0.5, 1.0, 2.0):
             out[f"mean, a(1-rho), a={a}"] = (torch.cat([local_users, rho * global_users, a * (1 - rho) * ego_mean], 1), both_items)
-            out[f"mean, a for all, a={a}"] = (torch.cat([local_users, a * ego_mean], 1), torch.cat([local_items, global_items], 1))
+            out[f"mean, a for all, a={a}"] = (torch.cat([local_users, a * ego_mean], 1), both_views)
         for a in (0.1, 0.25):
             out[f"sqrt, a(1-rho), a={a}"] = (torch.cat([local_users, rho * global_users, a * (1 - rho) * ego_sqrt], 1), both_items)
     return out
