@@ -2,7 +2,8 @@
 # Every GPU measurement of docs/results.md, a few calls of one GPU session each (the device tool gives a
 # session 15 minutes of GPU time).  Needs only python3 with torch, numpy, pandas, pyyaml, pyarrow
 # and tqdm (no Prefect, MLflow, DVC or GE).  MovieLens is read from $FEDSHARE_DATA_DIR (default ./data,
-# a git-ignored copy of ../shared/data: the GPU machine does not see ../shared).
+# a git-ignored copy of ../shared/data: the GPU machine does not see ../shared).  Before a session:
+#   mkdir -p data && cp -r ../shared/data/ml-100k ../shared/data/ml-1m data/   # then carry ["data"]
 #
 #   bash bench/gpu.sh measure OUT   # quiet GPU: engine speed (table 4b), one full ML-1M training
 #                                   # (fedshare, mixed, seed 0), scaling to 1M users (table 5b)
