@@ -69,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None, help="folder laid out like shared/data (else $FEDSHARE_DATA_DIR)")
     parser.add_argument("--quick", action="store_true",
                         help="a small generated dataset (200 users x 300 items x 20 each), 2 rounds, 1 loop round")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a params.yaml setting for every timed model, repeatable "
+                             "(e.g. federated.chunk_interactions=1000000 times one pass instead of cache-sized chunks)")
     parser.add_argument("--out", type=Path, default=None, help="write every number to this JSON file")
     parser.add_argument("--markdown", type=Path, default=None, help="write the results table to this Markdown file")
     args = parser.parse_args()
@@ -90,12 +93,13 @@ def write_synthetic_dataset(folder: Path, n_users: int = 200, n_items: int = 300
     return path
 
 
-def benchmark_config(dataset: str, method: str, device: str, data_dir: str | None) -> Config:
+def benchmark_config(dataset: str, method: str, device: str, data_dir: str | None,
+                     extra: list[str] | None = None) -> Config:
     overrides = [f"data.dataset={dataset}", f"run.method={method}", f"run.device={device}",
                  "sharing.policy=mixed", "run.seed=0"]
     if data_dir:
         overrides.append(f"data.data_dir={data_dir}")
-    return load_config(REPO_ROOT / "params.yaml", overrides)
+    return load_config(REPO_ROOT / "params.yaml", overrides + (extra or []))
 
 
 # -- timing ----------------------------------------------------------------------------------------
@@ -136,7 +140,7 @@ def log(message: str) -> None:
 
 def benchmark_dataset(dataset: str, label: str, args: argparse.Namespace, device: torch.device,
                       time_loop: bool) -> dict:
-    config = benchmark_config(dataset, "fedshare", args.device, args.data_dir)
+    config = benchmark_config(dataset, "fedshare", args.device, args.data_dir, args.set)
     interactions = load_interactions(config.data, config.run.seed)
     mask = build_mask(interactions, config.sharing, config.run.seed)
     if device.type == "cuda":
@@ -159,7 +163,8 @@ def benchmark_dataset(dataset: str, label: str, args: argparse.Namespace, device
     del model
 
     for method in ("local", "central"):
-        model, generator = build_and_warm_up(benchmark_config(dataset, method, args.device, args.data_dir),
+        model, generator = build_and_warm_up(benchmark_config(dataset, method, args.device, args.data_dir,
+                                                              args.set),
                                              interactions, mask, device)
         result[method] = summary(time_rounds(model, generator, args.rounds, device))
         log(f"[{label}] {method}: {result[method]['seconds_per_round']:.4f} s/round")

@@ -83,7 +83,7 @@ class FederatedConfig:
     negatives: int = 1
     implementation: str = "vectorized"
     sampler: str = "stream"
-    chunk_interactions: int = 1_000_000
+    chunk_interactions: int | str = "auto"
 
 
 @dataclass
@@ -161,7 +161,9 @@ class Config:
             (self.federated.implementation in ("vectorized", "loop"),
              "federated.implementation must be vectorized or loop"),
             (self.federated.sampler in ("stream", "counter"), "federated.sampler must be stream or counter"),
-            (self.federated.chunk_interactions >= 0, "federated.chunk_interactions must be >= 0 (0: no chunks)"),
+            (self.federated.chunk_interactions == "auto"
+             or isinstance(self.federated.chunk_interactions, int) and self.federated.chunk_interactions >= 0,
+             "federated.chunk_interactions must be auto or an integer >= 0 (0: no chunks)"),
             (self.run.backend in ("local", "ray"), f"run.backend must be local or ray, got {self.run.backend!r}"),
             (self.run.shards >= 1, "run.shards must be >= 1"),
             (self.run.backend != "ray" or self.federated.sampler == "counter",
@@ -220,6 +222,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if type(None) in args:
             return None
         raise ConfigError(f"{where} may not be null")
+    if int in args and str in args:  # int | str: a number, or a keyword such as "auto"
+        if isinstance(value, (int, str)) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer or a keyword, got {value!r}")
     base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not list else hint
     if typing.get_origin(base) is list:
         if not isinstance(value, list):

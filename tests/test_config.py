@@ -1,6 +1,9 @@
 import pytest
 
+import torch
+
 from fedshare.config import Config, ConfigError, REPO_PARAMS, load_config
+from fedshare.federated import CPU_CHUNK_INTERACTIONS, GPU_CHUNK_INTERACTIONS, interaction_chunk
 
 
 def test_params_yaml_matches_the_typed_defaults():
@@ -16,6 +19,15 @@ def test_overrides_are_typed():
     assert config.data.min_rating == 4.0
 
 
+def test_chunk_size_is_picked_per_device_unless_given():
+    auto = load_config(None, ["federated.chunk_interactions=auto"]).federated
+    assert interaction_chunk(auto, torch.device("cpu")) == CPU_CHUNK_INTERACTIONS
+    assert interaction_chunk(auto, torch.device("cuda")) == GPU_CHUNK_INTERACTIONS  # no GPU needed to ask
+    given = load_config(None, ["federated.chunk_interactions=500"]).federated
+    assert given.chunk_interactions == 500
+    assert interaction_chunk(given, torch.device("cuda")) == 500
+
+
 @pytest.mark.parametrize("override, message", [
     ("model.dimension=3", "unknown key"),
     ("model.dim=abc", "must be an integer"),
@@ -24,6 +36,9 @@ def test_overrides_are_typed():
     ("eval.metric=recall@7", "eval.metric"),
     ("nodot", "section.key=value"),
     ("nosection=1", "unknown key"),
+    ("federated.chunk_interactions=big", "chunk_interactions must be auto or an integer"),
+    ("federated.chunk_interactions=-1", "chunk_interactions must be auto or an integer"),
+    ("federated.chunk_interactions=true", "must be an integer or a keyword"),
 ])
 def test_bad_overrides_are_rejected_with_a_message(override, message):
     with pytest.raises(ConfigError, match=message):
