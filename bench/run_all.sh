@@ -13,6 +13,8 @@ $PY bench/accuracy.py --dataset ml-1m --seeds 0 1 --runs-of local:none fedshare:
     --json bench/results/accuracy_ml-1m.json --markdown bench/results/accuracy_ml-1m.md
 $PY bench/accuracy.py --dataset ml-1m --seeds 0 --runs-of central:all \
     --json bench/results/accuracy_ml-1m-central.json --markdown bench/results/accuracy_ml-1m-central.md
+$PY bench/accuracy.py --dataset ml-1m --seeds 0 --runs-of local:none fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:mixed fedshare:uniform --runs bench/out/cpu-runs \
+    --merge bench/results/accuracy_ml-1m-central.json --json bench/results/sweep_ml-1m_cpu.json --markdown bench/results/sweep_ml-1m_cpu.md --plot docs/accuracy_vs_sharing_ml-1m.png
 # 2. ablations at mixed
 $PY bench/ablations.py --dataset ml-100k --seeds 0 --runs bench/out/ablations-p30 --json bench/results/ablations_ml-100k.json --markdown bench/results/ablations_ml-100k.md
 for seed in 1 2; do  # the contrastive term at lambda 0.1, tau 0.5 on two more seeds (table 2's note)
@@ -32,6 +34,13 @@ $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-alpha 0 --methods contra
     --json bench/results/unlearning_ml-1m.json --markdown bench/results/unlearning_ml-1m.md
 $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-log-rounds 20 \
     --json bench/results/fru_log_ml-1m.json --markdown bench/results/fru_log_ml-1m.md
+for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec  # 3d: ML-1M, seed 0
+  $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fraction $1 --scope $2 --fru-alpha 0 \
+      --methods contrastive none finetune retrain --runs bench/out/cpu-runs/unlearning \
+      --json bench/results/unlearning_ml-1m_$2$1.json --markdown bench/results/unlearning_ml-1m_$2$1.md
+done
+$PY bench/unlearning.py --dataset ml-1m --seeds 0 --sequential 10 --event-fraction 0.02 --fru-alpha 0 --runs bench/out/cpu-runs/unlearning \
+    --json bench/results/unlearning_sequential_ml-1m.json --markdown bench/results/unlearning_sequential_ml-1m.md --plot docs/unlearning_sequential_ml-1m.png
 $PY bench/unlearning.py --dataset ml-100k --seeds 0 --sequential 10 --event-fraction 0.02 --fru-alpha 0 --set eval.patience=10 \
     --json bench/results/unlearning_sequential_ml-100k.json --markdown bench/results/unlearning_sequential_ml-100k.md --plot docs/unlearning_sequential_ml-100k.png
 # 4. engine speed
