@@ -146,10 +146,9 @@ unlearning_sizes() {  # unlearning_sizes SEED: table 3a's request sizes on the s
     $PY bench/unlearning.py --dataset "$DATASET" --seeds "$seed" --fraction "$1" --scope "$2" --fru-alpha 0 \
         --methods contrastive none finetune retrain --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}"
   done
-  if [ "$seed" = "${SEEDS%% *}" ]; then  # ten events one after another, on the first seed
-    $PY bench/unlearning.py --dataset "$DATASET" --seeds "$seed" --sequential 10 --event-fraction 0.02 --fru-alpha 0 \
-        --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}"
-  fi
+  # ten events one after another
+  $PY bench/unlearning.py --dataset "$DATASET" --seeds "$seed" --sequential 10 --event-fraction 0.02 --fru-alpha 0 \
+      --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}"
 }
 
 rest() {
@@ -180,9 +179,12 @@ rest() {
         --runs "$RUNS/unlearning" "${sets[@]}" \
         --json "$tables/unlearning_${STEM}_$2$1_$DEVICE.json" --markdown "$tables/unlearning_${STEM}_$2$1_$DEVICE.md"
   done
-  seed=${SEEDS%% *}
-  [ -f "$RUNS/unlearning/$STEM-mixed-seed$seed-seq10/unlearning.json" ] && step 60 collect-sequential \
-      $PY bench/unlearning.py --dataset "$DATASET" --seeds "$seed" --sequential 10 --event-fraction 0.02 --fru-alpha 0 \
+  local sequential_seeds=""
+  for seed in $SEEDS; do
+    [ -f "$RUNS/unlearning/$STEM-mixed-seed$seed-seq10/unlearning.json" ] && sequential_seeds+=" $seed"
+  done
+  [ -n "$sequential_seeds" ] && step 60 collect-sequential \
+      $PY bench/unlearning.py --dataset "$DATASET" --seeds $sequential_seeds --sequential 10 --event-fraction 0.02 --fru-alpha 0 \
       --device "$DEVICE" --runs "$RUNS/unlearning" "${sets[@]}" --json "$tables/sequential_${STEM}_$DEVICE.json" \
       --markdown "$tables/sequential_${STEM}_$DEVICE.md" --plot "$tables/sequential_${STEM}_$DEVICE.png"
   cat "$out"/sizes-*.txt "$out"/sweep-*.txt >>"$log" 2>/dev/null; rm -f "$out"/sizes-*.txt "$out"/sweep-*.txt

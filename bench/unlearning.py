@@ -163,28 +163,48 @@ def render_methods(results: list[dict], args: argparse.Namespace) -> str:
 
 
 def sequential(args: argparse.Namespace) -> tuple[list[dict], str]:
-    seed = args.seeds[0]
-    current = trained(args, seed)
+    """Ten (``--sequential``) contrastive events one after another, per seed; each starts from the last one's run."""
     results = []
-    for event in range(1, args.sequential + 1):
-        out = current.parent / f"{Path(args.dataset).stem}-mixed-seed{seed}-seq{event}"
-        metrics = one_event(current, out, "contrastive", args.event_fraction, args.scope, seed + event)
-        results.append({**{k: metrics.get(k) for k in KEYS}, "event": event, "requests": metrics["requests"],
-                        "users": metrics["requesting_users"],
-                        "unshared_interactions": metrics["unshared_interactions"]})
-        print(f"event {event}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
-              f"{metrics['storage_bytes']} bytes", flush=True)
-        current = out
+    for seed in args.seeds:
+        current = trained(args, seed)
+        for event in range(1, args.sequential + 1):
+            out = current.parent / f"{Path(args.dataset).stem}-mixed-seed{seed}-seq{event}"
+            metrics = one_event(current, out, "contrastive", args.event_fraction, args.scope, seed + event)
+            results.append({**{k: metrics.get(k) for k in KEYS}, "event": event, "seed": seed,
+                            "requests": metrics["requests"], "users": metrics["requesting_users"],
+                            "unshared_interactions": metrics["unshared_interactions"]})
+            print(f"seed {seed} event {event}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
+                  f"{metrics['storage_bytes']} bytes", flush=True)
+            current = out
+    return results, render_sequential(results, args)
+
+
+def per_event(results: list[dict]) -> list[dict]:
+    """Mean and sample std over seeds of each event's numbers: {"event", key: (mean, std), ...}."""
+    events = sorted({r["event"] for r in results})
+    keys = ("users", "unshared_interactions", *KEYS)
+    return [{"event": e, **{k: mean_std([r[k] for r in results if r["event"] == e and r[k] is not None]) for k in keys}}
+            for e in events]
+
+
+def render_sequential(results: list[dict], args: argparse.Namespace) -> str:
     lines = ["| event | users | interactions | Recall@20 | MIA AUC | unshared items' mean rank | seconds | bytes stored |",
              "|---|---|---|---|---|---|---|---|"]
-    for row in results:
-        lines.append(f"| {row['event']} | {row['users']} | {row['unshared_interactions']} | {row['recall@20']:.4f} | "
-                     f"{row['mia_auc']:.3f} | {row['unshared_mean_rank']:.0f} | {row['seconds']:.1f} | "
-                     f"{row['storage_bytes']:,} |")
-    header = [f"Dataset {args.dataset}, sharing mixed, seed {seed}: {args.sequential} contrastive events one after "
+    several = len(args.seeds) > 1
+
+    def cell(stat, digits):
+        mean, std = stat
+        return f"{mean:,.{digits}f} ± {std:,.{digits}f}" if several else f"{mean:,.{digits}f}"
+
+    for row in per_event(results):
+        lines.append(f"| {row['event']} | {cell(row['users'], 0)} | {cell(row['unshared_interactions'], 0)} | "
+                     f"{cell(row['recall@20'], 4)} | {cell(row['mia_auc'], 3)} | {row['unshared_mean_rank'][0]:.0f} | "
+                     f"{cell(row['seconds'], 1)} | {row['storage_bytes'][0]:,.0f} |")
+    seeds = f"seeds {args.seeds}, mean ± sample std over seeds" if several else f"seed {args.seeds[0]}"
+    header = [f"Dataset {args.dataset}, sharing mixed, {seeds}: {args.sequential} contrastive events one after "
               f"another, each drawn among the users still sharing ({args.event_fraction:.0%}); MIA AUC and rank are "
               "for that event's pairs; bytes stored after the event (round-0 snapshot + current state).", ""]
-    return results, "\n".join(header + lines) + "\n"
+    return "\n".join(header + lines) + "\n"
 
 
 def plot(results: list[dict], path: str) -> None:
@@ -197,10 +217,12 @@ def plot(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    events = [r["event"] for r in results]
+    rows = per_event(results)
+    events = [r["event"] for r in rows]
     for axis, key, title in zip(axes, ("recall@20", "mia_auc", "storage_bytes"),
                                 ("test Recall@20", "MIA AUC (0.5 = forgotten)", "bytes stored for unlearning")):
-        axis.plot(events, [r[key] for r in results], marker="o")
+        # error bars: sample std over seeds (zero with one seed)
+        axis.errorbar(events, [r[key][0] for r in rows], yerr=[r[key][1] for r in rows], marker="o", capsize=3)
         axis.set_xlabel("unlearning event")
         axis.set_title(title)
         axis.grid(alpha=0.3)

@@ -1,8 +1,11 @@
 """The unlearning benchmark's quick mode runs end to end, so the script cannot rot."""
 
+import argparse
 import json
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -38,3 +41,21 @@ def test_quick_fru_log_size_is_measured_per_round_and_the_log_removed(tmp_path):
     assert row["rounds_logged"] == 3 and row["clients_bytes_per_round"] > 0 and row["server_bytes_per_round"] > 0
     assert row["fru_log_bytes"] > 3 * row["clients_bytes_per_round"]  # the rounds plus the initial state
     assert not list((tmp_path / "runs").glob("*/fru_log/*.pt"))  # deleted once measured
+
+
+def test_sequential_table_averages_each_event_over_seeds():
+    sys.path.insert(0, str(REPO / "bench"))
+    from unlearning import per_event, render_sequential
+
+    def row(seed, event, recall):
+        return {"seed": seed, "event": event, "users": 10 + seed, "unshared_interactions": 100, "recall@20": recall,
+                "ndcg@20": 0.2, "requesting/recall@20": 0.2, "others/recall@20": 0.3, "mia_auc": 0.5,
+                "unshared_mean_rank": 900.0, "seconds": 2.0, "storage_bytes": 1000}
+
+    rows = [row(0, 1, 0.30), row(1, 1, 0.32), row(0, 2, 0.28), row(1, 2, 0.28)]
+    first, second = per_event(rows)
+    assert first["recall@20"][0] == pytest.approx(0.31) and first["recall@20"][1] == pytest.approx(0.0141421, abs=1e-6)
+    assert second["recall@20"] == (pytest.approx(0.28), 0.0) and first["users"][0] == 10.5
+    args = argparse.Namespace(seeds=[0, 1], sequential=2, event_fraction=0.02, dataset="ml-1m")
+    table = render_sequential(rows, args)
+    assert "| 1 | 10 ± 1 | 100 ± 0 | 0.3100 ± 0.0141 |" in table and "seeds [0, 1], mean ± sample std" in table
