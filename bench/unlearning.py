@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sequential", type=int, default=0, metavar="K",
                         help="instead: K contrastive events one after another, each --event-fraction of sharing users")
     parser.add_argument("--event-fraction", type=float, default=0.02)
+    parser.add_argument("--retrain-last", action="store_true",
+                        help="sequential: also retrain from scratch without every event's data (the reference for "
+                             "the last event's utility; one full training per seed)")
     parser.add_argument("--fru-log-rounds", type=int, default=0, metavar="R",
                         help="instead: train R rounds with the FRU log on and report the bytes it wrote per round "
                              "(for datasets whose whole log does not fit on disk); the log is deleted afterwards")
@@ -167,24 +170,38 @@ def sequential(args: argparse.Namespace) -> tuple[list[dict], str]:
     results = []
     for seed in args.seeds:
         current = trained(args, seed)
+        before = json.loads((current / "metrics.json").read_text())
+        results.append({"event": 0, "seed": seed, "method": "trained", "recall@20": before["recall@20"],
+                        "ndcg@20": before["ndcg@20"]})
         for event in range(1, args.sequential + 1):
             out = current.parent / f"{Path(args.dataset).stem}-mixed-seed{seed}-seq{event}"
             metrics = one_event(current, out, "contrastive", args.event_fraction, args.scope, seed + event)
-            results.append({**{k: metrics.get(k) for k in KEYS}, "event": event, "seed": seed,
+            results.append({**{k: metrics.get(k) for k in KEYS}, "event": event, "seed": seed, "method": "contrastive",
                             "requests": metrics["requests"], "users": metrics["requesting_users"],
                             "unshared_interactions": metrics["unshared_interactions"]})
             print(f"seed {seed} event {event}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
                   f"{metrics['storage_bytes']} bytes", flush=True)
-            current = out
+            previous, current = current, out
+        if args.retrain_last:  # the last event's requests again, from the same state, answered by retraining
+            out = current.parent / f"{current.name}-retrain"
+            metrics = one_event(previous, out, "retrain", args.event_fraction, args.scope, seed + args.sequential)
+            results.append({**{k: metrics.get(k) for k in KEYS}, "event": args.sequential, "seed": seed,
+                            "method": "retrain", "requests": metrics["requests"], "users": metrics["requesting_users"],
+                            "unshared_interactions": metrics["unshared_interactions"]})
+            print(f"seed {seed} retrain without all {args.sequential} events: recall@20 {metrics['recall@20']:.4f} "
+                  f"MIA {metrics['mia_auc']:.3f} {metrics['seconds']:.0f}s", flush=True)
     return results, render_sequential(results, args)
 
 
-def per_event(results: list[dict]) -> list[dict]:
+def per_event(results: list[dict], method: str = "contrastive") -> list[dict]:
     """Mean and sample std over seeds of each event's numbers: {"event", key: (mean, std), ...}."""
-    events = sorted({r["event"] for r in results})
-    keys = ("users", "unshared_interactions", *KEYS)
-    return [{"event": e, **{k: mean_std([r[k] for r in results if r["event"] == e and r[k] is not None]) for k in keys}}
-            for e in events]
+    rows = [r for r in results if r.get("method", "contrastive") == method]
+    table = []
+    for event in sorted({r["event"] for r in rows}):
+        values = {k: [r[k] for r in rows if r["event"] == event and r.get(k) is not None]
+                  for k in ("users", "unshared_interactions", *KEYS)}
+        table.append({"event": event, **{k: mean_std(v) for k, v in values.items() if v}})
+    return table
 
 
 def render_sequential(results: list[dict], args: argparse.Namespace) -> str:
@@ -192,18 +209,25 @@ def render_sequential(results: list[dict], args: argparse.Namespace) -> str:
              "|---|---|---|---|---|---|---|---|"]
     several = len(args.seeds) > 1
 
-    def cell(stat, digits):
-        mean, std = stat
-        return f"{mean:,.{digits}f} ± {std:,.{digits}f}" if several else f"{mean:,.{digits}f}"
+    def cell(row, key, digits, spread=True):
+        if key not in row:
+            return "–"
+        mean, std = row[key]
+        return f"{mean:,.{digits}f} ± {std:,.{digits}f}" if several and spread else f"{mean:,.{digits}f}"
 
-    for row in per_event(results):
-        lines.append(f"| {row['event']} | {cell(row['users'], 0)} | {cell(row['unshared_interactions'], 0)} | "
-                     f"{cell(row['recall@20'], 4)} | {cell(row['mia_auc'], 3)} | {row['unshared_mean_rank'][0]:.0f} | "
-                     f"{cell(row['seconds'], 1)} | {row['storage_bytes'][0]:,.0f} |")
+    trained_rows = [("0 (trained model)", row) for row in per_event(results, "trained")]
+    retrain = [(f"retrain without events 1–{row['event']}", row) for row in per_event(results, "retrain")]
+    for label, row in trained_rows + [(row["event"], row) for row in per_event(results)] + retrain:
+        lines.append(f"| {label} | {cell(row, 'users', 0)} | {cell(row, 'unshared_interactions', 0)} | "
+                     f"{cell(row, 'recall@20', 4)} | {cell(row, 'mia_auc', 3)} | "
+                     f"{cell(row, 'unshared_mean_rank', 0, spread=False)} | {cell(row, 'seconds', 1)} | "
+                     f"{cell(row, 'storage_bytes', 0, spread=False)} |")
     seeds = f"seeds {args.seeds}, mean ± sample std over seeds" if several else f"seed {args.seeds[0]}"
     header = [f"Dataset {args.dataset}, sharing mixed, {seeds}: {args.sequential} contrastive events one after "
               f"another, each drawn among the users still sharing ({args.event_fraction:.0%}); MIA AUC and rank are "
-              "for that event's pairs; bytes stored after the event (round-0 snapshot + current state).", ""]
+              "for that event's pairs; bytes stored after the event (round-0 snapshot + current state)."
+              + (" The retrain row answers the last event's requests by training from scratch without every "
+                 "event's data: the utility the last contrastive row should be compared with." if retrain else ""), ""]
     return "\n".join(header + lines) + "\n"
 
 
@@ -222,10 +246,19 @@ def plot(results: list[dict], path: str) -> None:
     for axis, key, title in zip(axes, ("recall@20", "mia_auc", "storage_bytes"),
                                 ("test Recall@20", "MIA AUC (0.5 = forgotten)", "bytes stored for unlearning")):
         # error bars: sample std over seeds (zero with one seed)
-        axis.errorbar(events, [r[key][0] for r in rows], yerr=[r[key][1] for r in rows], marker="o", capsize=3)
+        axis.errorbar(events, [r[key][0] for r in rows], yerr=[r[key][1] for r in rows], marker="o", capsize=3,
+                      label="contrastive, after each event")
+        if key == "recall@20":
+            for row in per_event(results, "trained"):
+                axis.axhline(row[key][0], color="gray", linestyle="--", label="trained model")
+        if key in ("recall@20", "mia_auc"):
+            for row in per_event(results, "retrain"):
+                axis.errorbar([row["event"]], [row[key][0]], yerr=[row[key][1]], marker="s", color="tab:red",
+                              capsize=3, linestyle="none", label="retrain without all events")
         axis.set_xlabel("unlearning event")
         axis.set_title(title)
         axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -23,13 +23,21 @@ def test_quick_unlearning_table_has_every_method(tmp_path):
     assert "| contrastive |" in table and "bytes ratio to fru" in table and "Command: `python bench/unlearning.py" in table
 
 
-def test_quick_sequential_events(tmp_path):
+def test_quick_sequential_events_and_the_retrain_reference(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "bench" / "unlearning.py"), "--quick", "--sequential", "3",
-                          "--event-fraction", "0.1", "--json", str(tmp_path / "s.json")],
+                          "--event-fraction", "0.1", "--retrain-last", "--runs", str(tmp_path / "runs"),
+                          "--json", str(tmp_path / "s.json"), "--markdown", str(tmp_path / "s.md")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads((tmp_path / "s.json").read_text())
-    assert [r["event"] for r in rows] == [1, 2, 3] and all(r["storage_bytes"] > 0 for r in rows)
+    assert [(r["method"], r["event"]) for r in rows] == [("trained", 0), ("contrastive", 1), ("contrastive", 2),
+                                                         ("contrastive", 3), ("retrain", 3)]
+    assert all(r["storage_bytes"] > 0 for r in rows if r["method"] == "contrastive")
+    # the reference answers event 3's requests again, from event 2's state: the same requests
+    third = (tmp_path / "runs" / "quick-mixed-seed0-seq3" / "applied.csv").read_text()
+    assert (tmp_path / "runs" / "quick-mixed-seed0-seq3-retrain" / "applied.csv").read_text() == third
+    table = (tmp_path / "s.md").read_text()
+    assert "| 0 (trained model) |" in table and "| retrain without events 1–3 |" in table
 
 
 def test_quick_fru_log_size_is_measured_per_round_and_the_log_removed(tmp_path):
