@@ -41,7 +41,7 @@ for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec  # 3d: ML-1M, se
 done
 $PY bench/unlearning.py --dataset ml-1m --seeds 0 --sequential 10 --event-fraction 0.02 --fru-alpha 0 --runs bench/out/cpu-runs/unlearning \
     --json bench/results/unlearning_sequential_ml-1m.json --markdown bench/results/unlearning_sequential_ml-1m.md --plot docs/unlearning_sequential_ml-1m.png
-$PY bench/unlearning.py --dataset ml-100k --seeds 0 --sequential 10 --event-fraction 0.02 --fru-alpha 0 --set eval.patience=10 \
+$PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --sequential 10 --event-fraction 0.02 --fru-alpha 0 --retrain-last --runs bench/out/unlearn-p30 \
     --json bench/results/unlearning_sequential_ml-100k.json --markdown bench/results/unlearning_sequential_ml-100k.md --plot docs/unlearning_sequential_ml-100k.png
 # 4. engine speed
 $PY bench/speed.py --datasets ml-100k ml-1m --rounds 5 --loop-rounds 1 --out bench/results/speed_cpu.json --markdown bench/results/speed_cpu.md
