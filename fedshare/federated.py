@@ -182,20 +182,28 @@ def chunked_mean_bpr(user_table: torch.Tensor, item_table: torch.Tensor, users: 
     """Mean BPR over (user, item, negative) edges in chunks: the same value and gradient as all at once.
 
     Gathering every edge's rows at once costs a few [edges x d] tensors (gigabytes for millions of
-    edges).  Here each chunk's loss is backpropagated into detached copies of the two tables, and
-    the returned surrogate ``<table, accumulated grad>`` (shifted to the true value) carries that
+    edges).  Here each chunk differentiates its loss with respect to the rows it gathered and
+    scatter-adds those row gradients into two gradient tables: the work per chunk is proportional
+    to the chunk, not to the tables (autograd through ``index_select`` would allocate and add a
+    whole [table x d] gradient per chunk, which at 1M users costs more than the loss itself).
+    The returned surrogate ``<table, gradient>`` (shifted to the true value) carries the summed
     gradient back through the LightGCN propagation in one backward pass.
     """
-    user_leaf = user_table.detach().requires_grad_()
-    item_leaf = item_table.detach().requires_grad_()
+    users_detached, items_detached = user_table.detach(), item_table.detach()
+    user_gradient, item_gradient = torch.zeros_like(users_detached), torch.zeros_like(items_detached)
     n, value = users.numel(), 0.0
     for start in range(0, n, chunk):
         part = slice(start, start + chunk)
-        loss = bpr_terms(user_leaf.index_select(0, users[part]), item_leaf.index_select(0, items[part]),
-                         item_leaf.index_select(0, negatives[part]).unsqueeze(1)).sum() / n
-        loss.backward()
+        rows = [users_detached.index_select(0, users[part]).requires_grad_(),
+                items_detached.index_select(0, items[part]).requires_grad_(),
+                items_detached.index_select(0, negatives[part]).requires_grad_()]
+        loss = bpr_terms(rows[0], rows[1], rows[2].unsqueeze(1)).sum() / n
+        user_rows, positive_rows, negative_rows = torch.autograd.grad(loss, rows)
+        user_gradient.index_add_(0, users[part], user_rows)
+        item_gradient.index_add_(0, items[part], positive_rows)
+        item_gradient.index_add_(0, negatives[part], negative_rows)
         value += loss.item()
-    surrogate = (user_table * user_leaf.grad).sum() + (item_table * item_leaf.grad).sum()
+    surrogate = (user_table * user_gradient).sum() + (item_table * item_gradient).sum()
     return surrogate - surrogate.detach() + value
 
 
@@ -337,12 +345,15 @@ RowsHook = Callable[["ClientBatch", list[torch.Tensor]], None]
 
 
 def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBatch, total_interactions: int,
-                   model: ModelConfig, federated: FederatedConfig, on_rows: RowsHook | None = None) -> torch.Tensor:
+                   model: ModelConfig, federated: FederatedConfig, on_rows: RowsHook | None = None,
+                   upload: torch.Tensor | None = None) -> torch.Tensor:
     """Local BPR training of the clients in ``batch``; returns the sum of their item-row changes.
 
     Each client's loss is its own BPR terms divided by ``total_interactions`` (a public count that the
     server broadcasts), so the sum of the clients' gradients is the gradient of the mean BPR loss.
     ``on_rows(batch, changes)`` sees each row copy's change before the scatter-add (FRU's client log).
+    The changes are scatter-added into ``upload`` when given (a running sum over groups of clients:
+    no [items x d] tensor per group), else into a new zero table.
     """
     rows = batch.initial_rows(item_table)
     changes: list[torch.Tensor] | None = None  # sum of the SGD steps = final rows - initial rows
@@ -374,7 +385,7 @@ def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBa
     store.steps[batch.users] = steps
     if on_rows is not None:
         on_rows(batch, changes)
-    return batch.add_changes(torch.zeros_like(item_table), changes)
+    return batch.add_changes(torch.zeros_like(item_table) if upload is None else upload, changes)
 
 
 def client_round(store: ClientStore, broadcast: Broadcast, participants: torch.Tensor, model: ModelConfig,
@@ -417,7 +428,7 @@ def client_updates(store: ClientStore, broadcast: Broadcast, participants: torch
         end = int(ends[last - 1])
         batch = make_batch(participants[first:last], interaction_users[start:end], positives[start:end],
                            negatives[start:end], store.n_items, dedupe)
-        upload += local_training(store, broadcast.item_table, batch, total, model, federated, on_rows)
+        local_training(store, broadcast.item_table, batch, total, model, federated, on_rows, upload=upload)
     return upload
 
 
