@@ -34,12 +34,16 @@ $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-alpha 0 --methods contra
     --json bench/results/unlearning_ml-1m.json --markdown bench/results/unlearning_ml-1m.md
 $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-log-rounds 20 \
     --json bench/results/fru_log_ml-1m.json --markdown bench/results/fru_log_ml-1m.md
-for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec  # 3d: ML-1M, seed 0
-  $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fraction $1 --scope $2 --fru-alpha 0 \
+for seed in 0 1 2; do  # 3d starts from 1b's mixed runs (same config), copied so that they are not trained again
+  [ -e bench/out/cpu-runs/unlearning/ml-1m-mixed-seed$seed ] || { mkdir -p bench/out/cpu-runs/unlearning; \
+    cp -r bench/out/cpu-runs/ml-1m-fedshare-mixed-seed$seed bench/out/cpu-runs/unlearning/ml-1m-mixed-seed$seed; }
+done
+for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec  # 3d: ML-1M, 3 seeds
+  $PY bench/unlearning.py --dataset ml-1m --seeds 0 1 2 --fraction $1 --scope $2 --fru-alpha 0 \
       --methods contrastive none finetune retrain --runs bench/out/cpu-runs/unlearning \
       --json bench/results/unlearning_ml-1m_$2$1.json --markdown bench/results/unlearning_ml-1m_$2$1.md
 done
-$PY bench/unlearning.py --dataset ml-1m --seeds 0 --sequential 10 --event-fraction 0.02 --fru-alpha 0 --runs bench/out/cpu-runs/unlearning \
+$PY bench/unlearning.py --dataset ml-1m --seeds 0 1 2 --sequential 10 --event-fraction 0.02 --fru-alpha 0 --retrain-last --runs bench/out/cpu-runs/unlearning \
     --json bench/results/unlearning_sequential_ml-1m.json --markdown bench/results/unlearning_sequential_ml-1m.md --plot docs/unlearning_sequential_ml-1m.png
 $PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --sequential 10 --event-fraction 0.02 --fru-alpha 0 --retrain-last --runs bench/out/unlearn-p30 \
     --json bench/results/unlearning_sequential_ml-100k.json --markdown bench/results/unlearning_sequential_ml-100k.md --plot docs/unlearning_sequential_ml-100k.png
