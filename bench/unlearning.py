@@ -166,7 +166,7 @@ def render_methods(results: list[dict], args: argparse.Namespace) -> str:
 
 
 def sequential(args: argparse.Namespace) -> tuple[list[dict], str]:
-    """Ten (``--sequential``) contrastive events one after another, per seed; each starts from the last one's run."""
+    """``--sequential`` contrastive events one after another, per seed; each starts from the previous one's run."""
     results = []
     for seed in args.seeds:
         current = trained(args, seed)
