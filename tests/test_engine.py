@@ -55,6 +55,61 @@ def test_chunked_rounds_equal_one_pass(tiny_config, tiny_interactions, chunk):
             assert torch.allclose(states[0][part][name].float(), states[1][part][name].float(), atol=1e-5), (part, name)
 
 
+@pytest.mark.parametrize("negatives", [1, 3])
+def test_closed_form_bpr_gradients_match_autograd(negatives):
+    from fedshare.models import bpr_gradients, bpr_terms
+    generator = torch.Generator().manual_seed(0)
+    user, pos, neg = (torch.randn(shape, generator=generator, dtype=torch.float64)
+                      for shape in ((40, 8), (40, 8), (40, negatives, 8)))
+    terms, d_user, d_pos, d_neg = bpr_gradients(user, pos, neg, scale=0.3)
+    inputs = [tensor.clone().requires_grad_() for tensor in (user, pos, neg)]
+    expected_terms = bpr_terms(*inputs)
+    expected = torch.autograd.grad(0.3 * expected_terms.sum(), inputs)
+    assert torch.allclose(terms, expected_terms.detach())
+    for got, want in zip((d_user, d_pos, d_neg), expected):
+        assert torch.allclose(got, want)
+
+
+@pytest.mark.parametrize("dedupe, negatives", [(False, 1), (False, 2), (True, 1), (True, 3)])
+def test_closed_form_client_gradients_match_autograd(tiny_config, dedupe, negatives):
+    """The mf clients' hand-written gradients equal autograd's, for separate and deduplicated row copies."""
+    from fedshare.federated import autograd_client_gradients, make_batch, mf_client_gradients
+    generator = torch.Generator().manual_seed(1)
+    n_users, n_items, n = 5, 12, 30
+    interaction_users = torch.sort(torch.randint(0, n_users, (n,), generator=generator)).values
+    positives = torch.randint(0, n_items, (n,), generator=generator)
+    negative_items = torch.randint(0, n_items, (n, negatives), generator=generator)
+    batch = make_batch(torch.unique(interaction_users), interaction_users, positives, negative_items, n_items, dedupe)
+    item_table = torch.randn(n_items, 8, generator=generator, dtype=torch.float64)
+    user_emb = torch.randn(batch.users.numel(), 8, generator=generator, dtype=torch.float64)
+    model = dataclasses.replace(tiny_config.model, client_encoder="mf", client_l2=0.1)
+    rows = batch.initial_rows(item_table)
+    got_user, got_rows = mf_client_gradients(user_emb, rows, batch, model, total_interactions=50)
+    want_user, want_rows = autograd_client_gradients(user_emb, rows, batch, model, total_interactions=50)
+    assert torch.allclose(got_user, want_user)
+    assert len(got_rows) == len(want_rows)
+    for got, want in zip(got_rows, want_rows):
+        assert torch.allclose(got, want)
+
+
+def test_chunked_server_bpr_matches_autograd():
+    """The server's chunked, hand-differentiated mean BPR has autograd's value and gradient."""
+    from fedshare.federated import chunked_mean_bpr
+    from fedshare.models import bpr_terms
+    generator = torch.Generator().manual_seed(2)
+    users, items, negatives = (torch.randint(0, size, (60,), generator=generator) for size in (7, 9, 9))
+    tables = [torch.randn(size, 4, generator=generator, dtype=torch.float64, requires_grad=True) for size in (7, 9)]
+    # a non-leaf input, like the LightGCN output the server passes in
+    user_table, item_table = tables[0] * 2.0, tables[1] * 0.5
+    expected = bpr_terms(user_table[users], item_table[items], item_table[negatives].unsqueeze(1)).mean()
+    expected_grads = torch.autograd.grad(expected, tables)
+    for chunk in (7, 60):
+        value = chunked_mean_bpr(tables[0] * 2.0, tables[1] * 0.5, users, items, negatives, chunk)
+        assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+        for got, want in zip(torch.autograd.grad(value, tables), expected_grads):
+            assert torch.allclose(got, want)
+
+
 def test_client_groups_never_split_a_client_and_respect_the_limit():
     from fedshare.federated import client_groups
 
