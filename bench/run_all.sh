@@ -49,6 +49,10 @@ $PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --sequential 10 --event-
     --json bench/results/unlearning_sequential_ml-100k.json --markdown bench/results/unlearning_sequential_ml-100k.md --plot docs/unlearning_sequential_ml-100k.png
 # 4. engine speed
 $PY bench/speed.py --datasets ml-100k ml-1m --rounds 5 --loop-rounds 1 --out bench/results/speed_cpu.json --markdown bench/results/speed_cpu.md
+# 4. a full default ML-1M training on the CPU, timed (bench/results/ml-1m-cpu-train/)
+/usr/bin/time -v "$(dirname "$PY")/fedshare" train --dataset ml-1m --method fedshare --sharing mixed --seed 0 --set tracking.enabled=false --quiet \
+    --out bench/out/ml-1m-cpu-train > bench/results/ml-1m-cpu-train/time.txt 2>&1
+cp bench/out/ml-1m-cpu-train/metrics.json bench/out/ml-1m-cpu-train/config.yaml bench/results/ml-1m-cpu-train/
 # 5. scaling
 $PY bench/scaling.py --users 10000 100000 1000000 1000000@4 --threads 1 --out bench/results/scaling_cpu.json --markdown bench/results/scaling_cpu.md
 # GPU tables (1b and 3c on ML-1M, 4b, 5b): only where torch sees a CUDA device; raw output to docs/gpu/
