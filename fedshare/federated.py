@@ -359,7 +359,7 @@ def mf_client_gradients(user_emb: torch.Tensor, rows: list[torch.Tensor], batch:
     """The same gradients as ``autograd_client_gradients`` for the ``mf`` encoder, in closed form.
 
     About half the passes over the [interactions x d] tensors (``bpr_gradients``), which is most of a
-    round on a CPU.  ``test_closed_form_client_gradients`` checks it against autograd.
+    round on a CPU.  ``tests/test_engine.py::test_closed_form_client_gradients_match_autograd`` checks it.
     """
     scale, l2 = 1.0 / total_interactions, model.client_l2 / total_interactions
     pos, neg = batch.positives(rows), batch.negatives(rows)
