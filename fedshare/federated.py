@@ -146,8 +146,7 @@ class Server:
         """BPR on every shared edge with one sampled negative (not a shared positive of that user)."""
         users, items = self.graph.users, self.graph.items
         negatives = sample_negatives(users, self.graph.n_items, 1, self.shared_keys, self.generator)[:, 0]
-        chunk = self.edge_chunk if 0 < self.edge_chunk < users.numel() else users.numel()
-        loss = chunked_mean_bpr(global_users, global_items, users, items, negatives, chunk)
+        loss = chunked_mean_bpr(global_users, global_items, users, items, negatives, self.edge_chunk)
         # L2 on the layer-0 embeddings of every (user, positive, negative) triple, LightGCN-style.
         l2 = (weighted_square_norm(self.graph_users, users) + weighted_square_norm(self.graph_items, items)
               + weighted_square_norm(self.graph_items, negatives)) / (2 * users.numel())
@@ -176,7 +175,8 @@ class Server:
 
 def chunked_mean_bpr(user_table: torch.Tensor, item_table: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                      negatives: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Mean BPR over (user, item, negative) edges in chunks: the same value and gradient as all at once.
+    """Mean BPR over (user, item, negative) edges in chunks of ``chunk`` (0: one chunk): the same value
+    and gradient as all at once.
 
     Gathering every edge's rows at once costs a few [edges x d] tensors (gigabytes for millions of
     edges).  Here each chunk computes the gradients of its terms with respect to the rows it gathered
@@ -188,9 +188,10 @@ def chunked_mean_bpr(user_table: torch.Tensor, item_table: torch.Tensor, users: 
     users_detached, items_detached = user_table.detach(), item_table.detach()
     user_gradient, item_gradient = torch.zeros_like(users_detached), torch.zeros_like(items_detached)
     n = users.numel()
+    step = chunk if 0 < chunk < n else max(n, 1)  # chunk 0: all edges at once
     value = users_detached.new_zeros(())
-    for start in range(0, n, max(chunk, 1)):
-        part = slice(start, start + chunk)
+    for start in range(0, n, step):
+        part = slice(start, start + step)
         terms, user_rows, positive_rows, negative_rows = bpr_gradients(
             users_detached.index_select(0, users[part]), items_detached.index_select(0, items[part]),
             items_detached.index_select(0, negatives[part]).unsqueeze(1), scale=1.0 / n)
