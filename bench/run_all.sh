@@ -20,7 +20,7 @@ $PY bench/ablations.py --dataset ml-100k --seeds 0 --runs bench/out/ablations-p3
 for seed in 1 2; do  # the contrastive term at lambda 0.1, tau 0.5 on two more seeds (table 2's note)
   $PY bench/accuracy.py --dataset ml-100k --seeds $seed --runs-of fedshare:mixed --set model.contrastive_weight=0.1 --set model.temperature=0.5 --runs bench/out/runs-l01t05
 done
-# 3. unlearning: five methods, other request sizes, ML-1M (FRU: log bytes only), ten sequential events
+# 3. unlearning: five methods, other request sizes, ML-1M (FRU's replay at alpha 0.1: a 32 GB log per seed), ten sequential events
 $PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --set model.global_weight=one --set eval.patience=10 \
     --json bench/results/unlearning_ml-100k.json --markdown bench/results/unlearning_ml-100k.md
 $PY bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --fru-alpha 0 --methods contrastive none finetune retrain --runs bench/out/unlearn-p30 \
@@ -34,6 +34,8 @@ $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-alpha 0 --methods contra
     --json bench/results/unlearning_ml-1m.json --markdown bench/results/unlearning_ml-1m.md
 $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-log-rounds 20 \
     --json bench/results/fru_log_ml-1m.json --markdown bench/results/fru_log_ml-1m.md
+$PY bench/unlearning.py --dataset ml-1m --seeds 0 1 --fru-alpha 0.1 --runs bench/out/fru-1m \
+    --json bench/results/unlearning_ml-1m_fru.json --markdown bench/results/unlearning_ml-1m_fru.md
 for seed in 0 1 2; do  # 3d starts from 1b's mixed runs (same config), copied so that they are not trained again
   [ -e bench/out/cpu-runs/unlearning/ml-1m-mixed-seed$seed ] || { mkdir -p bench/out/cpu-runs/unlearning; \
     cp -r bench/out/cpu-runs/ml-1m-fedshare-mixed-seed$seed bench/out/cpu-runs/unlearning/ml-1m-mixed-seed$seed; }
