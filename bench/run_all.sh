@@ -34,7 +34,7 @@ $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-alpha 0 --methods contra
     --json bench/results/unlearning_ml-1m.json --markdown bench/results/unlearning_ml-1m.md
 $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-log-rounds 20 \
     --json bench/results/fru_log_ml-1m.json --markdown bench/results/fru_log_ml-1m.md
-$PY bench/unlearning.py --dataset ml-1m --seeds 0 1 --fru-alpha 0.1 --runs bench/out/fru-1m \
+$PY bench/unlearning.py --dataset ml-1m --seeds 0 1 2 --fru-alpha 0.1 --runs bench/out/fru-1m \
     --json bench/results/unlearning_ml-1m_fru.json --markdown bench/results/unlearning_ml-1m_fru.md
 for seed in 0 1 2; do  # 3d starts from 1b's mixed runs (same config), copied so that they are not trained again
   [ -e bench/out/cpu-runs/unlearning/ml-1m-mixed-seed$seed ] || { mkdir -p bench/out/cpu-runs/unlearning; \
