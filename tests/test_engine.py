@@ -177,6 +177,22 @@ def test_local_method_gives_the_server_no_interactions(tiny_config, tiny_interac
     assert model.server.graph.n_edges == 0 and not model.server.use_graph
 
 
+def test_fedshare_with_nothing_shared_trains_exactly_the_local_baseline(tiny_config, tiny_interactions):
+    """With rho = 0 for everyone the server holds no edge and every global-view weight is 0, so the
+    run is `local` step for step (tables 1 and 1b rely on it: `fedshare` at sharing 0 = `local`)."""
+    mask = build_mask(tiny_interactions, SharingConfig(policy="0"), seed=0)
+    assert not mask["shared"].any()
+    results = {}
+    for method in ("fedshare", "local"):
+        config = dataclasses.replace(tiny_config, run=dataclasses.replace(tiny_config.run, method=method))
+        results[method] = train(config, tiny_interactions, mask, progress=False)
+    fedshare, local = results["fedshare"], results["local"]
+    assert not fedshare.model.server.use_graph
+    assert fedshare.best_round == local.best_round and fedshare.best_validation == local.best_validation
+    for fedshare_vectors, local_vectors in zip(fedshare.model.scoring_vectors(), local.model.scoring_vectors()):
+        assert torch.equal(fedshare_vectors, local_vectors)
+
+
 def test_training_learns_and_selects_on_validation(tiny_config, tiny_interactions):
     config = _config(tiny_config, rounds=30)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, dim=16))
