@@ -123,9 +123,24 @@ def private_users_notes(args: argparse.Namespace) -> list[str]:
     return notes
 
 
+METHOD_ORDER = {"local": 0, "fedshare": 1, "central": 2}
+NAMED_SHARING = {"none": -1.0, "mixed": 1.1, "uniform": 1.2, "all": 1.3}  # after the constant ratios 0..1
+
+
+def row_order(metrics: dict) -> tuple[int, float]:
+    """Table order, whatever order the runs came in (merged files): local, fedshare by sharing, central."""
+    sharing = str(metrics["sharing"])
+    if sharing in NAMED_SHARING:
+        return METHOD_ORDER.get(metrics["method"], 3), NAMED_SHARING[sharing]
+    try:
+        return METHOD_ORDER.get(metrics["method"], 3), float(sharing)
+    except ValueError:  # a file policy: last
+        return METHOD_ORDER.get(metrics["method"], 3), 2.0
+
+
 def table(results: list[dict], command: str, extra_notes: list[str] = ()) -> str:
     rows = {}
-    for metrics in results:
+    for metrics in sorted(results, key=row_order):
         rows.setdefault((metrics["method"], metrics["sharing"]), []).append(metrics)
     lines = ["| method | sharing | Recall@20 | NDCG@20 | Recall@20 private users | Recall@20 sharing users | best round | seconds |",
              "|---|---|---|---|---|---|---|---|"]

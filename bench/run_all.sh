@@ -13,7 +13,7 @@ $PY bench/accuracy.py --dataset ml-1m --seeds 0 1 --runs-of local:none fedshare:
     --json bench/results/accuracy_ml-1m.json --markdown bench/results/accuracy_ml-1m.md
 $PY bench/accuracy.py --dataset ml-1m --seeds 0 1 2 --runs-of central:all \
     --json bench/results/accuracy_ml-1m-central.json --markdown bench/results/accuracy_ml-1m-central.md
-$PY bench/accuracy.py --dataset ml-1m --seeds 0 1 2 --runs-of local:none fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:mixed fedshare:uniform --runs bench/out/cpu-runs \
+$PY bench/accuracy.py --dataset ml-1m --seeds 0 1 2 --runs-of local:none fedshare:0 fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:mixed fedshare:uniform fedshare:all --runs bench/out/cpu-runs \
     --merge bench/results/accuracy_ml-1m-central.json --json bench/results/sweep_ml-1m_cpu.json --markdown bench/results/sweep_ml-1m_cpu.md --plot docs/accuracy_vs_sharing_ml-1m.png
 # 2. ablations at mixed
 $PY bench/ablations.py --dataset ml-100k --seeds 0 1 2 --runs bench/out/ablations-p30 --json bench/results/ablations_ml-100k.json --markdown bench/results/ablations_ml-100k.md
