@@ -130,12 +130,11 @@ NAMED_SHARING = {"none": -1.0, "mixed": 1.1, "uniform": 1.2, "all": 1.3}  # afte
 def row_order(metrics: dict) -> tuple[int, float]:
     """Table order, whatever order the runs came in (merged files): local, fedshare by sharing, central."""
     sharing = str(metrics["sharing"])
-    if sharing in NAMED_SHARING:
-        return METHOD_ORDER.get(metrics["method"], 3), NAMED_SHARING[sharing]
     try:
-        return METHOD_ORDER.get(metrics["method"], 3), float(sharing)
+        position = NAMED_SHARING[sharing] if sharing in NAMED_SHARING else float(sharing)
     except ValueError:  # a file policy: last
-        return METHOD_ORDER.get(metrics["method"], 3), 2.0
+        position = 2.0
+    return METHOD_ORDER.get(metrics["method"], 3), position
 
 
 def table(results: list[dict], command: str, extra_notes: list[str] = ()) -> str:
