@@ -17,9 +17,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fedshare.config import load_config  # noqa: E402
-from fedshare.pipeline import mean_std, train_stage  # noqa: E402
 from accuracy import QUICK_OVERRIDES, quick_dataset  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+from bench.common import mean_std  # noqa: E402
+from fedshare.config import load_config  # noqa: E402
+from fedshare.stages import train_stage  # noqa: E402
 
 ROWS = [
     ("FedShare (defaults: 2 layers, no contrastive term, global view weighted by the shared fraction)", []),

@@ -18,8 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import mean_std  # noqa: E402
 from fedshare.config import load_config  # noqa: E402
-from fedshare.pipeline import mean_std, train_stage  # noqa: E402
+from fedshare.stages import train_stage  # noqa: E402
 
 DEFAULT_RUNS = [("local", "none"), ("fedshare", "mixed"), ("fedshare", "all"), ("central", "all")]
 
@@ -28,7 +29,7 @@ def quick_dataset() -> str:
     """--quick: a small generated dataset (fedshare.synthetic), written to a temporary CSV."""
     import tempfile
 
-    from fedshare.synthetic import generate
+    from fedshare.data.synthetic import generate
 
     path = Path(tempfile.mkdtemp(prefix="fedshare-quick-")) / "quick.csv"
     generate(120, mean_per_user=15, seed=0).to_csv(path, index=False)
@@ -93,10 +94,10 @@ def private_users_notes(args: argparse.Namespace) -> list[str]:
     private users (from its masks) are scored by the local run's model too: same split (checked),
     same users, so the difference is the effect of the others' sharing on them.
     """
-    from fedshare.data import Interactions
-    from fedshare.pipeline import load_run
-    from fedshare.sharing import load_mask, sharing_users
-    from fedshare.training import evaluate
+    from fedshare.data.interactions import Interactions
+    from fedshare.data.sharing import load_mask, sharing_users
+    from fedshare.evaluation import evaluate
+    from fedshare.rundir import load_run
 
     notes = []
     for sharing in ("mixed", "uniform"):

@@ -28,14 +28,16 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from fedshare.config import load_config  # noqa: E402
-from fedshare.data import load_interactions  # noqa: E402
-from fedshare.fru import UpdateLog  # noqa: E402
-from fedshare.pipeline import unlearning_metrics, embedding_distance  # noqa: E402
-from fedshare.sharing import build_mask  # noqa: E402
-from fedshare.training import build_model, pick_device, train  # noqa: E402
-from fedshare.unlearning import (SnapshotStore, apply_to_mask, draw_requests, resolve_requests,  # noqa: E402
-                                 unlearn)
-
+from fedshare.data.interactions import load_interactions  # noqa: E402
+from fedshare.data.requests import apply_to_mask, draw_requests, resolve_requests  # noqa: E402
+from fedshare.data.sharing import build_mask  # noqa: E402
+from fedshare.evaluation import embedding_distance, unlearning_metrics  # noqa: E402
+from fedshare.federated.simulation import build_model, pick_device  # noqa: E402
+from fedshare.training import train  # noqa: E402
+from fedshare.unlearning.common import UnlearningJob  # noqa: E402
+from fedshare.unlearning.fru import UpdateLog  # noqa: E402
+from fedshare.unlearning.registry import unlearn  # noqa: E402
+from fedshare.unlearning.snapshots import SnapshotStore  # noqa: E402
 
 # FRU variants: the default (calibration from one full fresh local step), FRU's lambda = 0.1 of the
 # local work for the calibration directions, and no calibration (logged client updates as they are).
@@ -115,10 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
         kwargs = {}
         name = method
         if method.startswith("fru"):
-            kwargs = {"update_log": log, "fru_options": VARIANTS[method]}
+            kwargs = {"update_log": log, "options": VARIANTS[method]}
             method = "fru"
-        outcome = unlearn(model, interactions, new_mask, pairs, method, snapshots, config.unlearning.rounds,
-                          config.unlearning.weight, config.unlearning.hops, config.run.seed, **kwargs)
+        job = UnlearningJob(model, interactions, new_mask, pairs, config.unlearning, config.run.seed, snapshots, **kwargs)
+        outcome = unlearn(job, method)
         metrics = unlearning_metrics(outcome.model, interactions, new_mask, pairs, config.run.seed)
         if method == "contrastive":  # what unshare_stage keeps: round-0 snapshot + post-unlearning state
             kept = SnapshotStore(out / "kept_contrastive")

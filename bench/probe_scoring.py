@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fedshare.pipeline import load_run  # noqa: E402
-from fedshare.training import evaluate  # noqa: E402
+from fedshare.evaluation import evaluate  # noqa: E402
+from fedshare.rundir import load_run  # noqa: E402
 
 
 class FixedVectors:

@@ -27,14 +27,16 @@ import pandas as pd
 import torch
 
 from fedshare.config import SharingConfig, load_config
-from fedshare.data import load_interactions, prepare
-from fedshare.federated import client_round, pick_participants
-from fedshare.sharing import build_mask
-from fedshare.training import build_model
+from fedshare.data.interactions import load_interactions, prepare
+from fedshare.data.sharing import build_mask
+from fedshare.federated.aggregation import pick_participants  # noqa: E402
+from fedshare.federated.client import client_updates  # noqa: E402
+from fedshare.federated.messages import Upload
+from fedshare.federated.simulation import build_model
 
 
 def timed_round(model, generator) -> dict[str, float]:
-    """``training.run_round`` with a clock on each part (same calls, same order)."""
+    """``federated.round.run_round`` with a clock on each part (same calls, same order)."""
     config = model.config
     t0 = time.perf_counter()
     global_users, global_items = model.server.propagate()
@@ -42,12 +44,13 @@ def timed_round(model, generator) -> dict[str, float]:
     participants = pick_participants(model.clients, config.federated.client_fraction, generator)
     t1 = time.perf_counter()
     if model.backend is not None:
-        gradient = model.backend.client_round(model, broadcast, participants, generator)
+        upload = model.backend.client_round(model, broadcast, participants, generator)
     else:
-        gradient = client_round(model.clients, broadcast, participants, config.model, config.federated, generator)
+        upload = Upload(client_updates(model.clients, broadcast, participants, config.model, config.federated,
+                                       generator))
     t2 = time.perf_counter()
     weight = config.model.contrastive_weight if model.method == "fedshare" else 0.0
-    model.server.step(gradient, global_users, global_items, weight)
+    model.server.step(upload, global_users, global_items, weight)
     t3 = time.perf_counter()
     return {"total": t3 - t0, "server": (t1 - t0) + (t3 - t2), "clients": t2 - t1}
 

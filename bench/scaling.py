@@ -50,10 +50,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fedshare.config import Config, load_config  # noqa: E402
-from fedshare.data import prepare  # noqa: E402
-from fedshare.sharing import build_mask  # noqa: E402
-from fedshare.synthetic import default_n_items, generate  # noqa: E402
-from fedshare.training import Model, build_model, pick_device, run_round  # noqa: E402
+from fedshare.data.interactions import prepare  # noqa: E402
+from fedshare.data.sharing import build_mask  # noqa: E402
+from fedshare.data.synthetic import default_n_items, generate  # noqa: E402
+from fedshare.federated.round import run_round  # noqa: E402
+from fedshare.federated.simulation import Model, build_model, pick_device  # noqa: E402
 
 DEFAULT_USERS = ["10000", "100000", "1000000"]
 QUICK_USERS = ["500", "2000"]

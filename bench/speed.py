@@ -37,9 +37,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from fedshare.config import Config, load_config  # noqa: E402
-from fedshare.data import KNOWN_DATASETS, Interactions, load_interactions  # noqa: E402
-from fedshare.sharing import build_mask, shared_graph  # noqa: E402
-from fedshare.training import Model, build_model, pick_device, run_round  # noqa: E402
+from fedshare.data.interactions import Interactions, load_interactions  # noqa: E402
+from fedshare.data.loading import KNOWN_DATASETS  # noqa: E402
+from fedshare.data.sharing import build_mask, shared_graph  # noqa: E402
+from fedshare.federated.round import run_round  # noqa: E402
+from fedshare.federated.simulation import Model, build_model, pick_device  # noqa: E402
 
 COLUMNS = ("dataset", "users", "items", "train interactions", "vectorized s/round", "loop s/round", "speed-up",
            "local s/round", "central epoch s", "round/central ratio")

@@ -27,8 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import mean_std  # noqa: E402
 from fedshare.config import load_config  # noqa: E402
-from fedshare.pipeline import mean_std, train_stage, unshare_stage  # noqa: E402
+from fedshare.stages import train_stage, unshare_stage  # noqa: E402
 
 METHODS = ("contrastive", "finetune", "none", "retrain", "fru")  # fru last: its log is deleted after it
 KEYS = ("recall@20", "ndcg@20", "requesting/recall@20", "others/recall@20", "mia_auc", "unshared_mean_rank",

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from .config import METHODS, ConfigError, load_config
-from .data import DataError
-from .storage import CorruptFileError
+from fedshare.config import METHODS, load_config
+from fedshare.errors import ConfigError, CorruptFileError, DataError
+from fedshare.unlearning.registry import METHODS as UNLEARNING_METHODS
+from fedshare.unlearning.registry import methods_help
 
 USER_ERRORS = (ConfigError, DataError, CorruptFileError, FileNotFoundError)
+
 
 TRAIN_EXAMPLES = """
 examples:
@@ -93,10 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--requests", metavar="FILE", help="CSV with request_id,user_id,item_id (raw dataset IDs)")
     source.add_argument("--fraction", type=float, help="draw requests for this fraction of sharing users instead")
     unshare.add_argument("--scope", choices=("all", "partial"), default="all", help="with --fraction: what they unshare")
-    unshare.add_argument("--method", default="contrastive", choices=("contrastive", "finetune", "none", "retrain", "fru"),
-                         help="contrastive: snapshot-based contrastive unlearning; finetune: more rounds without the "
-                              "push; none: only drop the edges; retrain: from scratch without the data (reference); fru: FRU "
-                              "rollback + calibrated replay of the update log (train with --set unlearning.fru_alpha=0.5)")
+    unshare.add_argument("--method", default="contrastive", choices=tuple(UNLEARNING_METHODS), help=methods_help())
     unshare.add_argument("--mode", choices=("unshare", "delete"), default="unshare",
                          help="unshare: the data stays on the device as private; delete: it leaves the device too")
     unshare.add_argument("--compare-retrain", action="store_true", help="also retrain from scratch and report it under 'retrain'")
@@ -159,7 +160,7 @@ def add_pipeline_commands(commands) -> None:
                     "file to processed/ with its rejections.  What the unlearning flow and its schedule run.")
     inbox.add_argument("--state", help="state folder (default requests.state)")
     inbox.add_argument("--inbox", help="inbox folder (default requests.inbox)")
-    inbox.add_argument("--method", help="unlearning method (default unlearning.method)")
+    inbox.add_argument("--method", choices=tuple(UNLEARNING_METHODS), help="unlearning method (default unlearning.method)")
     add_config_arguments(inbox, quiet=False)
     inbox.set_defaults(handler=run_process_inbox)
 
@@ -187,7 +188,7 @@ def config_from(args: argparse.Namespace, flags: dict[str, object] | None = None
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .pipeline import summary_line, train_stage
+    from fedshare.stages import train_stage
 
     config = config_from(args, {"data.dataset": args.dataset, "data.data_dir": args.data_dir, "run.method": args.method,
                                  "sharing.policy": args.sharing, "run.seed": args.seed, "run.device": args.device,
@@ -197,8 +198,6 @@ def run_train(args: argparse.Namespace) -> int:
                           masks_path=args.masks)
     print(summary_line(metrics))
     if config.run.backend == "ray":
-        import json
-
         last = (json.loads((Path(args.out) / "history.json").read_text()) or [{}])[-1]
         print(f"ray: {last.get('net/shards', 0):.0f} shards, per shard and round {last.get('net/down_bytes_per_shard', 0):,.0f} "
               f"bytes down, {last.get('net/up_bytes_per_shard', 0):,.0f} up (history.json net/*)")
@@ -208,7 +207,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"MLflow: run {tracked['run_id']} in {tracked['experiment']}, model version {tracked['model_version']}"
               f"{' (champion)' if tracked['champion'] else ''}; browse with: mlflow ui --backend-store-uri {tracked['tracking_uri']}")
     if args.state:
-        from .inbox import publish
+        from fedshare.service.model_store import publish
 
         served = publish(config, args.state, args.out)
         print(f"{args.state}: {'now serving this run' if served else 'kept the current model (better on validation)'}")
@@ -216,7 +215,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_make_requests(args: argparse.Namespace) -> int:
-    from .pipeline import make_requests_stage
+    from fedshare.stages import make_requests_stage
 
     requests = make_requests_stage(args.run, args.fraction, args.scope, args.seed, args.out)
     print(f"wrote {len(requests)} requests for {requests['user_id'].nunique()} users to {args.out}")
@@ -224,7 +223,7 @@ def run_make_requests(args: argparse.Namespace) -> int:
 
 
 def run_unshare(args: argparse.Namespace) -> int:
-    from .pipeline import unshare_stage
+    from fedshare.stages import unshare_stage
 
     if args.config:
         raise ConfigError("unshare uses the run's own config.yaml; change single values with --set")
@@ -241,14 +240,14 @@ def run_unshare(args: argparse.Namespace) -> int:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from .data import fetch_dataset
+    from fedshare.data.loading import fetch_dataset
 
     print(f"{args.dataset}: {fetch_dataset(args.dataset, args.to, args.data_dir)}")
     return 0
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from .pipeline import prepare_stage
+    from fedshare.stages import prepare_stage
 
     summary = prepare_stage(config_from(args, {"data.dataset": args.dataset, "data.data_dir": args.data_dir}), args.out)
     print(f"{summary['dataset']}: {summary['n_users']} users, {summary['n_items']} items, "
@@ -257,7 +256,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from .pipeline import validate_stage
+    from fedshare.stages import validate_stage
 
     report = validate_stage(args.prepared, args.report)
     print(f"{report['suite']}: {report['evaluated']} expectations passed on {report['rows']} rows")
@@ -265,11 +264,11 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_share(args: argparse.Namespace) -> int:
-    from .pipeline import share_stage
+    from fedshare.stages import share_stage
 
     withdrawn = None
     if args.state:
-        from .inbox import ModelStore
+        from fedshare.service.model_store import ModelStore
 
         withdrawn = ModelStore(args.state).journal.applied_requests()
     summary = share_stage(config_from(args, {"sharing.policy": args.sharing}), args.prepared, args.out, withdrawn)
@@ -279,7 +278,7 @@ def run_share(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .pipeline import evaluate_stage
+    from fedshare.stages import evaluate_stage
 
     summary = evaluate_stage(args.runs, args.out)
     for name, metrics in summary.items():
@@ -288,7 +287,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_process_inbox(args: argparse.Namespace) -> int:
-    from .inbox import process_inbox
+    from fedshare.service.inbox import process_inbox
 
     config = config_from(args)
     outcomes = process_inbox(config, args.state or config.requests.state, args.inbox or config.requests.inbox,
@@ -305,8 +304,8 @@ def run_process_inbox(args: argparse.Namespace) -> int:
 
 
 def run_purge(args: argparse.Namespace) -> int:
-    from .inbox import purge
-    from .journal import state_lock
+    from fedshare.service.inbox import purge
+    from fedshare.service.journal import state_lock
 
     config = config_from(args)
     state = args.state or config.requests.state
@@ -331,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fedshare: interrupted", file=sys.stderr)
         return 130
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    keys = [k for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if k in metrics]
+    values = "  ".join(f"{k} {metrics[k]:.4f}" for k in keys)
+    return (f"{metrics['method']} on {metrics['dataset']} (sharing {metrics['sharing']}, seed {metrics['seed']}): "
+            f"{values}  best round {metrics['best_round']}  {metrics['seconds']:.1f}s")
 
 
 if __name__ == "__main__":

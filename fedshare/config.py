@@ -15,9 +15,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A bad configuration value or override; the CLI prints it as one line."""
+from fedshare.errors import ConfigError
 
 
 @dataclass
@@ -187,6 +185,7 @@ class Config:
 
 
 METHODS = ("fedshare", "local", "central")
+
 
 REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 

@@ -6,8 +6,16 @@ its score as a dot product (all of ours, by concatenating views) is evaluated by
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+import pandas as pd
 import torch
+
+from fedshare.data.interactions import Interactions
+
+if TYPE_CHECKING:
+    from fedshare.federated.simulation import Model
 
 
 def rank_metrics(user_vectors: torch.Tensor, item_vectors: torch.Tensor,
@@ -75,3 +83,73 @@ def _pairs_for(chunk: np.ndarray, users: np.ndarray, items: np.ndarray, _order: 
     rows = np.repeat(np.arange(len(chunk)), counts)
     index = np.repeat(lo - np.r_[0, np.cumsum(counts)[:-1]], counts) + np.arange(counts.sum())
     return rows, items[index]
+
+
+def evaluate(model: Model, interactions: Interactions, split: str, groups: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Full-ranking metrics on ``valid`` (train masked) or ``test`` (train and valid masked)."""
+    table = interactions.table
+    truth = table[table["split"] == split]
+    seen = table[table["split"] == "train"] if split == "valid" else table[table["split"] != "test"]
+    user_vectors, item_vectors = model.scoring_vectors()
+    per_user = rank_metrics(user_vectors, item_vectors, truth["user"].to_numpy(), truth["item"].to_numpy(),
+                            seen["user"].to_numpy(), seen["item"].to_numpy(), model.config.eval.ks,
+                            model.config.eval.batch_users)
+    return summarize(per_user, groups)
+
+
+def auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    """ROC AUC of telling positives from negatives by score (Mann-Whitney U, ties counted half)."""
+    scores = np.concatenate([positive_scores, negative_scores])
+    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    n_pos, n_neg = len(positive_scores), len(negative_scores)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def server_scores(model: Model, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The server model's score g_u . g_i for (user, item) pairs."""
+    with torch.no_grad():
+        global_users, global_items = model.server.propagate()
+        if global_users is None:
+            return np.zeros(len(users))
+        u = torch.tensor(users, device=global_users.device)
+        i = torch.tensor(items, device=global_users.device)
+        return (global_users[u] * global_items[i]).sum(-1).cpu().numpy()
+
+
+def forgetting_metrics(model: Model, interactions: Interactions, pairs: pd.DataFrame, seed: int) -> dict[str, float]:
+    """MIA AUC (unshared pairs vs never-seen pairs of the same users, by server score) and the mean
+    rank of the unshared items in the server model's full ranking for their user (1 = top)."""
+    rng = np.random.default_rng([seed, 11])
+    users = pairs["user"].to_numpy()
+    seen = set(zip(interactions.table["user"].tolist(), interactions.table["item"].tolist()))
+    never = []
+    for user in users:
+        while True:
+            item = int(rng.integers(interactions.n_items))
+            if (int(user), item) not in seen:
+                never.append(item)
+                break
+    member = server_scores(model, users, pairs["item"].to_numpy())
+    non_member = server_scores(model, users, np.array(never))
+    with torch.no_grad():
+        global_users, global_items = model.server.propagate()
+        scores = global_users[torch.tensor(users)] @ global_items.T
+        own = scores[torch.arange(len(users)), torch.tensor(pairs["item"].to_numpy())]
+        ranks = (scores > own.unsqueeze(1)).sum(1) + 1
+    return {"mia_auc": auc(member, non_member), "unshared_mean_rank": float(ranks.float().mean())}
+
+
+def unlearning_metrics(model: Model, interactions: Interactions, mask, pairs, seed: int) -> dict[str, Any]:
+    requesting = np.zeros(interactions.n_users, dtype=bool)
+    requesting[pairs["user"].unique()] = True
+    metrics = evaluate(model, interactions, "test", {"requesting": requesting, "others": ~requesting})
+    metrics.update(forgetting_metrics(model, interactions, pairs, seed))
+    return metrics
+
+
+def embedding_distance(model: Model, reference: Model) -> float:
+    """Mean relative L2 distance between the two models' global item representations."""
+    with torch.no_grad():
+        _, items = model.server.propagate()
+        _, reference_items = reference.server.propagate()
+        return float(((items - reference_items).norm(dim=1) / reference_items.norm(dim=1).clamp(min=1e-12)).mean())

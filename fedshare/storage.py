@@ -16,13 +16,12 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
+from fedshare.errors import CorruptFileError
 
 _UMASK = os.umask(0)
+
+
 os.umask(_UMASK)
-
-
-class CorruptFileError(ValueError):
-    """A file whose checksum does not match what was recorded when it was written."""
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:

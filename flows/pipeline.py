@@ -17,8 +17,9 @@ from pathlib import Path
 from prefect import flow, task
 
 from fedshare.config import load_config
-from fedshare.inbox import ModelStore, pending_files
-from fedshare.pipeline import make_requests_stage
+from fedshare.service.inbox import pending_files
+from fedshare.service.model_store import ModelStore
+from fedshare.stages import make_requests_stage
 from flows.training import training_flow
 from flows.unlearning import unlearning_flow
 

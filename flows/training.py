@@ -15,40 +15,41 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from fedshare import pipeline
+from fedshare import stages
+from fedshare.cli import summary_line
 from fedshare.config import load_config
-from fedshare.inbox import ModelStore, publish
+from fedshare.service.model_store import ModelStore, publish
 
 
 @task(name="prepare", retries=2, retry_delay_seconds=5)  # reads the data: may hit a flaky disk or download
 def prepare_task(config, out: Path) -> dict:
-    return pipeline.prepare_stage(config, out)
+    return stages.prepare_stage(config, out)
 
 
 @task(name="validate-interactions")
 def validate_task(prepared: Path) -> dict:
-    return pipeline.validate_stage(prepared, prepared / "validation.json")
+    return stages.validate_stage(prepared, prepared / "validation.json")
 
 
 @task(name="share")
 def share_task(config, prepared: Path, out: Path, state: str) -> dict:
     withdrawn = ModelStore(state).journal.applied_requests()  # consent withdrawn earlier stays withdrawn
-    return pipeline.share_stage(config, prepared, out, withdrawn)
+    return stages.share_stage(config, prepared, out, withdrawn)
 
 
 @task(name="train")
 def train_task(config, run_dir: Path, prepared: Path, masks: Path) -> dict:
-    return pipeline.train_stage(config, run_dir, progress=False, prepared_dir=prepared, masks_path=masks, track=False)
+    return stages.train_stage(config, run_dir, progress=False, prepared_dir=prepared, masks_path=masks, track=False)
 
 
 @task(name="evaluate")
 def evaluate_task(run_dir: Path) -> dict:
-    return pipeline.evaluate_stage([run_dir], run_dir / "evaluation")
+    return stages.evaluate_stage([run_dir], run_dir / "evaluation")
 
 
 @task(name="log-and-register", retries=2, retry_delay_seconds=5)  # the tracking server may be briefly away
 def track_task(run_dir: Path) -> dict:
-    return pipeline.track_stage(run_dir)
+    return stages.track_stage(run_dir)
 
 
 @task(name="publish")
@@ -80,7 +81,7 @@ def training_flow(workdir: str = "runs/flow", state: str | None = None, override
     if config.tracking.enabled:
         metrics["tracking"] = track_task(work / "run")
     metrics["served"] = publish_task(config, state, work / "run")
-    print(pipeline.summary_line(metrics) + ("  (now served)" if metrics["served"] else ""))
+    print(summary_line(metrics) + ("  (now served)" if metrics["served"] else ""))
     if not keep_workdir:  # the served copy lives in the state folder; a stray copy would outlive unsharing
         shutil.rmtree(work)
     return metrics

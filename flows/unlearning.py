@@ -15,21 +15,23 @@ import argparse
 
 from prefect import flow, task
 
-from fedshare import inbox as service
 from fedshare.config import load_config
-from fedshare.data import DataError
-from fedshare.journal import state_lock
+from fedshare.errors import DataError
+from fedshare.service import inbox as service
+from fedshare.service.journal import state_lock
+from fedshare.service.model_store import ModelStore
+from fedshare.unlearning.registry import METHODS, methods_help
 
 
 @task(name="recover")
 def recover_task(state: str) -> None:
-    service.ModelStore(state).recover()
+    ModelStore(state).recover()
 
 
 @task(name="intake")
 def intake_task(state: str, path) -> service.Intake | None:
     try:
-        return service.intake(service.ModelStore(state), path)
+        return service.intake(ModelStore(state), path)
     except DataError as err:
         service.quarantine(path, err)
         print(f"{path.name}: not parsed, moved to failed/ ({err})")
@@ -38,17 +40,17 @@ def intake_task(state: str, path) -> service.Intake | None:
 
 @task(name="journal")
 def journal_task(state: str, taken: service.Intake) -> None:
-    service.record(service.ModelStore(state), taken)
+    service.record(ModelStore(state), taken)
 
 
 @task(name="unlearn-evaluate-log")
 def apply_task(config, state: str, taken: service.Intake, method: str) -> dict:
-    return service.apply(config, service.ModelStore(state), taken, method)
+    return service.apply(config, ModelStore(state), taken, method)
 
 
 @task(name="finish-and-purge")
 def finish_task(config, state: str, taken: service.Intake) -> dict:
-    return service.finish(config, service.ModelStore(state), taken)
+    return service.finish(config, ModelStore(state), taken)
 
 
 def _run_name() -> str:
@@ -88,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the FedShare unlearning flow once (embedded Prefect).")
     parser.add_argument("--state")
     parser.add_argument("--inbox")
-    parser.add_argument("--method", help="contrastive | finetune | none | retrain (default unlearning.method)")
+    parser.add_argument("--method", choices=tuple(METHODS), help=f"{methods_help()} (default unlearning.method)")
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = parser.parse_args()

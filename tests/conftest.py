@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fedshare.config import load_config
-from fedshare.data import prepare
+from fedshare.data.interactions import prepare
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FEDSHARE_DATA_DIR", REPO.parent / "shared" / "data"))

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from fedshare.config import DataConfig
-from fedshare.data import prepare
-from fedshare.synthetic import default_n_items, generate
+from fedshare.data.interactions import prepare
+from fedshare.data.synthetic import default_n_items, generate
 
 REPO = Path(__file__).resolve().parent.parent
 

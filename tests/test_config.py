@@ -1,9 +1,13 @@
 import pytest
-
 import torch
 
-from fedshare.config import Config, ConfigError, REPO_PARAMS, load_config
-from fedshare.federated import CPU_CHUNK_INTERACTIONS, GPU_CHUNK_INTERACTIONS, interaction_chunk
+from fedshare.config import REPO_PARAMS, Config, load_config
+from fedshare.errors import ConfigError
+from fedshare.federated.chunking import (
+    CPU_CHUNK_INTERACTIONS,
+    GPU_CHUNK_INTERACTIONS,
+    interaction_chunk,
+)
 
 
 def test_params_yaml_matches_the_typed_defaults():

@@ -1,10 +1,11 @@
 import pandas as pd
 import pytest
+from conftest import real_data_dir, synthetic_raw
 
 from fedshare.config import DataConfig, load_config
-from fedshare.data import DataError, load_interactions, load_raw, prepare
-
-from conftest import real_data_dir, synthetic_raw
+from fedshare.data.interactions import load_interactions, prepare
+from fedshare.data.loading import load_raw
+from fedshare.errors import DataError
 
 
 def test_real_ml100k_loads_with_the_documented_shape():

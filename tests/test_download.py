@@ -7,8 +7,9 @@ import zipfile
 
 import pytest
 
-from fedshare import data
-from fedshare.data import DataError, KnownDataset, locate_dataset
+from fedshare.data import loading as data
+from fedshare.data.loading import KnownDataset, locate_dataset
+from fedshare.errors import DataError
 
 
 def _archive(payload: bytes) -> bytes:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, synthetic_raw
 
 DVC = Path(sys.executable).parent / "dvc"

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from fedshare.config import SharingConfig
-from fedshare.federated import Server
-from fedshare.sharing import build_mask
-from fedshare.training import build_model, run_round, train
+from fedshare.data.sharing import build_mask
+from fedshare.federated.round import run_round
+from fedshare.federated.server import Server
+from fedshare.federated.simulation import build_model
+from fedshare.training import train
 
 
 def _config(tiny_config, **federated):
@@ -57,7 +59,7 @@ def test_chunked_rounds_equal_one_pass(tiny_config, tiny_interactions, chunk):
 
 @pytest.mark.parametrize("negatives", [1, 3])
 def test_closed_form_bpr_gradients_match_autograd(negatives):
-    from fedshare.models import bpr_gradients, bpr_terms
+    from fedshare.model.losses import bpr_gradients, bpr_terms
     generator = torch.Generator().manual_seed(0)
     user, pos, neg = (torch.randn(shape, generator=generator, dtype=torch.float64)
                       for shape in ((40, 8), (40, 8), (40, negatives, 8)))
@@ -73,7 +75,11 @@ def test_closed_form_bpr_gradients_match_autograd(negatives):
 @pytest.mark.parametrize("dedupe, negatives", [(False, 1), (False, 2), (True, 1), (True, 3)])
 def test_closed_form_client_gradients_match_autograd(tiny_config, dedupe, negatives):
     """The mf clients' hand-written gradients equal autograd's, for separate and deduplicated row copies."""
-    from fedshare.federated import autograd_client_gradients, make_batch, mf_client_gradients
+    from fedshare.federated.client import (
+        autograd_client_gradients,
+        make_batch,
+        mf_client_gradients,
+    )
     generator = torch.Generator().manual_seed(1)
     n_users, n_items, n = 5, 12, 30
     interaction_users = torch.sort(torch.randint(0, n_users, (n,), generator=generator)).values
@@ -94,8 +100,7 @@ def test_closed_form_client_gradients_match_autograd(tiny_config, dedupe, negati
 
 def test_chunked_server_bpr_matches_autograd():
     """The server's chunked, hand-differentiated mean BPR has autograd's value and gradient."""
-    from fedshare.federated import chunked_mean_bpr
-    from fedshare.models import bpr_terms
+    from fedshare.model.losses import bpr_terms, chunked_mean_bpr
     generator = torch.Generator().manual_seed(2)
     users, items, negatives = (torch.randint(0, size, (60,), generator=generator) for size in (7, 9, 9))
     tables = [torch.randn(size, 4, generator=generator, dtype=torch.float64, requires_grad=True) for size in (7, 9)]
@@ -111,7 +116,7 @@ def test_chunked_server_bpr_matches_autograd():
 
 
 def test_client_groups_never_split_a_client_and_respect_the_limit():
-    from fedshare.federated import client_groups
+    from fedshare.federated.client import client_groups
 
     ends = torch.tensor([3, 4, 10, 11, 12, 30])  # cumulative interactions of six clients: 3, 1, 6, 1, 1, 18
     assert client_groups(ends, 0) == [(c, c + 1) for c in range(6)]

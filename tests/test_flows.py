@@ -5,7 +5,6 @@ import os
 
 import pandas as pd
 import pytest
-
 from conftest import synthetic_raw
 
 
@@ -58,6 +57,7 @@ def test_training_flow_validates_trains_registers_and_serves(trained):
 
 def test_unlearning_flow_applies_valid_requests_and_rejects_the_rest(trained):
     import mlflow
+
     from flows.unlearning import unlearning_flow
 
     folder, overrides, _ = trained

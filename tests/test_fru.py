@@ -1,20 +1,24 @@
 """The FRU baseline: what the update log keeps, its bytes on disk, exact replay, and unlearning."""
 
+import dataclasses
 import math
 import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_raw
 
 from fedshare.config import SharingConfig, load_config
-from fedshare.data import DataError, prepare
-from fedshare.fru import UpdateLog, replay, top_share
-from fedshare.sharing import build_mask
-from fedshare.training import evaluate, train
-from fedshare.unlearning import apply_to_mask, draw_requests, resolve_requests, server_scores, unlearn
-
-from conftest import synthetic_raw
+from fedshare.data.interactions import prepare
+from fedshare.data.requests import apply_to_mask, draw_requests, resolve_requests
+from fedshare.data.sharing import build_mask
+from fedshare.errors import DataError
+from fedshare.evaluation import evaluate, server_scores
+from fedshare.training import train
+from fedshare.unlearning.common import UnlearningJob
+from fedshare.unlearning.fru import UpdateLog, replay, top_share
+from fedshare.unlearning.registry import unlearn
 
 
 class CheckedLog(UpdateLog):
@@ -125,9 +129,10 @@ def test_fru_unlearning_removes_edges_and_lowers_scores(tmp_path):
     users, items = pairs["user"].to_numpy(), pairs["item"].to_numpy()
     before = server_scores(model, users, items)
     new_mask = apply_to_mask(mask, pairs)
+    settings = dataclasses.replace(config.unlearning, rounds=0, weight=0.0, hops=1)
     with pytest.raises(DataError, match="update log"):
-        unlearn(model, interactions, new_mask, pairs, "fru", None, 0, 0.0, 1, 0)
-    outcome = unlearn(model, interactions, new_mask, pairs, "fru", None, 0, 0.0, 1, 0, update_log=log)
+        unlearn(UnlearningJob(model, interactions, new_mask, pairs, settings, seed=0), "fru")
+    outcome = unlearn(UnlearningJob(model, interactions, new_mask, pairs, settings, seed=0, update_log=log), "fru")
     assert outcome.rounds == result.best_round and outcome.seconds > 0
     assert not model.server.graph.pairs() & set(zip(users.tolist(), items.tolist()))
     after = server_scores(model, users, items)

@@ -1,7 +1,6 @@
 """Unsharing requests are applied exactly once or rejected with a reason, whatever the input and
 whatever crashes: hostile request files, SIGKILL at every step, two processes at once."""
 
-import json
 import os
 import random
 import shutil
@@ -13,16 +12,17 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO, synthetic_raw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, synthetic_raw
 from fedshare.config import load_config
-from fedshare.data import DataError
-from fedshare.faults import POINTS
-from fedshare.inbox import ModelStore, intake, process_inbox, publish
-from fedshare.journal import LockTimeout, RequestJournal, state_lock
-from fedshare.pipeline import train_stage
+from fedshare.errors import DataError
+from fedshare.service.faults import POINTS
+from fedshare.service.inbox import intake, process_inbox
+from fedshare.service.journal import LockTimeout, RequestJournal, state_lock
+from fedshare.service.model_store import ModelStore, publish
+from fedshare.stages import train_stage
 from fedshare.storage import load_tensors
 
 

@@ -9,12 +9,13 @@ import sys
 import pandas as pd
 import pytest
 import torch
-
 from conftest import synthetic_raw
+
 from fedshare.config import load_config
-from fedshare.inbox import ModelStore, process_inbox, publish, purge
-from fedshare.pipeline import train_stage
-from fedshare.versioning import mask_versions
+from fedshare.mlops.versioning import mask_versions
+from fedshare.service.inbox import process_inbox, purge
+from fedshare.service.model_store import ModelStore, publish
+from fedshare.stages import train_stage
 
 DVC = os.path.join(os.path.dirname(sys.executable), "dvc")
 pytestmark = pytest.mark.skipif(not os.path.exists(DVC), reason="dvc is not installed in this environment")

@@ -9,12 +9,15 @@ import json
 import pytest
 import torch
 
-from fedshare.config import ConfigError, SharingConfig, load_config
-from fedshare.federated import client_updates, pick_participants
-from fedshare.models import counter_negatives, draw_round_key, splitmix64
-from fedshare.ray_backend import RayBackend, ShardWorker, split_users
-from fedshare.sharing import build_mask
-from fedshare.training import build_model, train
+from fedshare.config import SharingConfig, load_config
+from fedshare.data.sharing import build_mask
+from fedshare.errors import ConfigError
+from fedshare.federated.aggregation import pick_participants
+from fedshare.federated.client import client_updates
+from fedshare.federated.ray_backend import RayBackend, ShardWorker, split_users
+from fedshare.federated.simulation import build_model
+from fedshare.model.sampling import counter_negatives, draw_round_key, splitmix64
+from fedshare.training import train
 
 
 def _with(config, **sections):
@@ -118,7 +121,8 @@ def _metrics(result):
 @pytest.fixture(scope="module")
 def local_counter_run():
     from conftest import synthetic_raw
-    from fedshare.data import prepare
+
+    from fedshare.data.interactions import prepare
 
     config = load_config(None, ["federated.rounds=6", "eval.every=2", "model.dim=8", "model.align_batch=16",
                                 "model.contrastive_weight=0.1", "federated.sampler=counter"])
@@ -165,7 +169,8 @@ def test_a_shard_killed_mid_round_is_recreated_and_the_result_is_unchanged(ray_i
 @pytest.mark.ray
 def test_unsharing_a_ray_run_goes_through_the_shards_and_equals_the_local_backend(ray_instance, tmp_path, monkeypatch):
     from conftest import synthetic_raw
-    from fedshare.pipeline import train_stage, unshare_stage
+
+    from fedshare.stages import train_stage, unshare_stage
 
     raw = tmp_path / "raw.csv"
     synthetic_raw().to_csv(raw, index=False)
@@ -201,11 +206,11 @@ def test_the_core_library_and_the_local_backend_work_without_ray(tmp_path):
 
     script = (
         "import sys; sys.modules['ray'] = None\n"  # makes `import ray` raise ImportError
-        "import fedshare.cli, fedshare.pipeline, fedshare.ray_backend\n"
+        "import fedshare.cli, fedshare.stages, fedshare.federated.ray_backend\n"
         "from conftest import synthetic_raw\n"
         "from fedshare.config import SharingConfig, load_config\n"
-        "from fedshare.data import prepare\n"
-        "from fedshare.sharing import build_mask\n"
+        "from fedshare.data.interactions import prepare\n"
+        "from fedshare.data.sharing import build_mask\n"
         "from fedshare.training import train\n"
         "config = load_config(None, ['federated.rounds=2', 'eval.every=1', 'model.dim=8', 'federated.sampler=counter'])\n"
         "data = prepare(synthetic_raw(), config.data, seed=0)\n"

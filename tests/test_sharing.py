@@ -3,8 +3,14 @@ import pandas as pd
 import pytest
 
 from fedshare.config import SharingConfig
-from fedshare.data import DataError
-from fedshare.sharing import build_mask, load_mask, save_mask, shared_graph, user_ratios
+from fedshare.data.sharing import (
+    build_mask,
+    load_mask,
+    save_mask,
+    shared_graph,
+    user_ratios,
+)
+from fedshare.errors import DataError
 
 
 @pytest.mark.parametrize("policy", ["none", "all", "0.5", "0.25", "mixed", "uniform"])
@@ -69,8 +75,8 @@ def test_mask_file_round_trip_and_server_view(tiny_interactions, tmp_path):
 
 
 def test_masks_carry_a_checksum_checked_on_load(tiny_interactions, tiny_config, tmp_path):
-    from fedshare.sharing import build_mask, load_mask, save_mask
-    from fedshare.storage import CorruptFileError
+    from fedshare.data.sharing import build_mask, load_mask, save_mask
+    from fedshare.errors import CorruptFileError
 
     path = tmp_path / "masks.parquet"
     save_mask(build_mask(tiny_interactions, tiny_config.sharing, seed=0), path)

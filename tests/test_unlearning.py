@@ -5,14 +5,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import synthetic_raw
 
 from fedshare.config import load_config
-from fedshare.data import DataError
-from fedshare.pipeline import load_run, make_requests_stage, train_stage, unshare_stage
-from fedshare.storage import CorruptFileError, load_tensors
-from fedshare.unlearning import SnapshotStore, auc, read_requests, resolve_requests, server_scores
-
-from conftest import synthetic_raw
+from fedshare.data.requests import read_requests, resolve_requests
+from fedshare.errors import CorruptFileError, DataError
+from fedshare.evaluation import auc, server_scores
+from fedshare.rundir import load_run
+from fedshare.stages import make_requests_stage, train_stage, unshare_stage
+from fedshare.storage import load_tensors
+from fedshare.unlearning.snapshots import SnapshotStore
 
 
 @pytest.fixture(scope="module")

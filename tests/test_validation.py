@@ -8,15 +8,21 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO, real_data_dir
 
 from fedshare.config import DataConfig, SharingConfig
-from fedshare.data import DataError, load_interactions
-from fedshare.sharing import build_mask
-from fedshare.unlearning import draw_requests, read_requests, resolve_requests
-from fedshare.validation import (ValidationError, ValidationReport, check, validate_interactions, validate_masks,
-                                 validate_requests)
-
-from conftest import REPO, real_data_dir
+from fedshare.data.interactions import load_interactions
+from fedshare.data.requests import draw_requests, read_requests, resolve_requests
+from fedshare.data.sharing import build_mask
+from fedshare.errors import DataError
+from fedshare.mlops.validation import (
+    ValidationError,
+    ValidationReport,
+    check,
+    validate_interactions,
+    validate_masks,
+    validate_requests,
+)
 
 POLICIES = ["mixed", "0.5", "all", "none", "uniform"]
 
@@ -31,7 +37,7 @@ def failing(report: ValidationReport, *fragments: str) -> str:
 
 
 def test_importing_the_module_does_not_import_great_expectations():
-    code = "import sys, fedshare.validation; sys.exit('great_expectations' in sys.modules)"
+    code = "import sys, fedshare.mlops.validation; sys.exit('great_expectations' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 

@@ -21,8 +21,6 @@ but the journal still calls accepted are marked applied (``recover``).
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,95 +28,18 @@ from typing import Any
 
 import pandas as pd
 
-from .config import Config, load_config
-from .data import DataError
-from .faults import crash_point
-from .journal import APPLIED, RequestJournal
-from .sharing import load_mask
-from .storage import atomic_write_bytes, atomic_write_json
-from .versioning import purge_mask_versions, version_masks
-
-REQUEST_COLUMNS = ["request_id", "user_id", "item_id"]
-
-
-class ModelStore:
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.models = self.folder / "models"
-        self.journal = RequestJournal(self.folder / "journal.jsonl")
-        self.events_file = self.folder / "events.json"
-
-    def current(self) -> Path | None:
-        pointer = self.folder / "CURRENT"
-        if not pointer.exists():
-            return None
-        return self.models / pointer.read_text().strip()
-
-    def require_current(self) -> Path:
-        current = self.current()
-        if current is None or not current.exists():
-            raise DataError(f"{self.folder} holds no model yet; run the training flow (or `fedshare train --state {self.folder}`)")
-        return current
-
-    def _next_name(self) -> str:
-        numbers = [int(p.name) for p in self.models.glob("[0-9]*") if p.name.isdigit()] if self.models.exists() else []
-        return f"{max(numbers, default=-1) + 1:04d}"
-
-    def staging(self) -> Path:
-        """A fresh temporary folder for the next model (renamed into place by ``commit``)."""
-        path = self.models / f".tmp-{self._next_name()}"
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        return path
-
-    def commit(self, staged: Path) -> Path:
-        """Rename a staged model into place and make it CURRENT."""
-        final = self.models / staged.name.removeprefix(".tmp-")
-        staged.rename(final)
-        atomic_write_bytes(self.folder / "CURRENT", final.name.encode())
-        return final
-
-    def adopt(self, run_dir: Path) -> Path:
-        """Copy a training run in as the new CURRENT model."""
-        staged = self.staging()
-        shutil.copytree(run_dir, staged, dirs_exist_ok=True)
-        return self.commit(staged)
-
-    def recover(self) -> None:
-        """Finish what a killed process left: drop half-written models, complete the journal."""
-        if self.models.exists():
-            for partial in self.models.glob(".tmp-*"):
-                shutil.rmtree(partial, ignore_errors=True)
-        current = self.current()
-        if current is not None:
-            self.purge_superseded()  # killed after the switch to CURRENT but before the purge
-        applied_file = current / "applied.csv" if current else None
-        if applied_file is None or not applied_file.exists():
-            return
-        states = self.journal.states()
-        done_here = set(pd.read_csv(applied_file, dtype=str, keep_default_na=False)["request_id"])
-        finish = [rid for rid, state in states.items() if state != APPLIED and rid in done_here]
-        self.journal.record_applied(finish, current.name)
-        if finish:  # killed before the masks were versioned
-            version_masks(self.folder, current / "masks.parquet")
-
-    def purge_superseded(self) -> list[str]:
-        """Delete every model folder but CURRENT: older ones hold interactions users have unshared."""
-        current = self.current()
-        removed = []
-        for folder in sorted(self.models.iterdir()) if self.models.exists() else []:
-            if folder.is_dir() and (current is None or folder.name != current.name):
-                shutil.rmtree(folder)
-                removed.append(folder.name)
-        return removed
-
-    def events(self) -> list[dict[str, Any]]:
-        return json.loads(self.events_file.read_text()) if self.events_file.exists() else []
-
-    def add_event(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        events = self.events() + [event]
-        atomic_write_json(self.events_file, events)
-        return events
+from fedshare.config import Config, load_config
+from fedshare.data.requests import REQUEST_COLUMNS, read_requests, resolve_requests
+from fedshare.data.sharing import load_mask
+from fedshare.errors import DataError
+from fedshare.mlops.tracking import log_events_plot, purge_superseded_models
+from fedshare.mlops.validation import validate_requests
+from fedshare.mlops.versioning import purge_mask_versions, version_masks
+from fedshare.service.faults import crash_point
+from fedshare.service.journal import APPLIED, state_lock
+from fedshare.service.model_store import ModelStore
+from fedshare.stages import unshare_stage
+from fedshare.storage import atomic_write_json
 
 
 @dataclass
@@ -144,15 +65,12 @@ def intake(store: ModelStore, path: Path, validate: bool = True) -> Intake:
     A file that cannot be parsed raises DataError; each bad row is rejected with a reason.  Rows the
     journal already holds as accepted (a crashed earlier attempt) are taken again as they are.
     """
-    from .unlearning import read_requests, resolve_requests
 
     mode = "delete" if path.name.startswith("delete") else "unshare"
     table = read_requests(path)
     mask = load_mask(store.require_current() / "masks.parquet")
     report: dict[str, Any] = {}
     if validate:
-        from .validation import validate_requests
-
         report = validate_requests(table, mask).to_dict()
     states = store.journal.states()
     leftover = store.journal.accepted()
@@ -177,7 +95,6 @@ def record(store: ModelStore, taken: Intake) -> None:
 
 def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict[str, Any]:
     """Unlearn the accepted requests from CURRENT into a new model; commit it; journal ``applied``."""
-    from .pipeline import unshare_stage
 
     current = store.require_current()
     staged = store.staging()
@@ -198,8 +115,6 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
     events = store.add_event(event)
     crash_point("event")
     if config.tracking.enabled:
-        from .tracking import log_events_plot
-
         log_events_plot(config, events)
     return event
 
@@ -226,8 +141,6 @@ def purge(config: Config, state: str | Path) -> dict[str, list[str]]:
               "mlflow_versions": []}
     events = store.events()
     if config.tracking.enabled and events:
-        from .tracking import purge_superseded_models
-
         # The registered model is named by the config the served model was trained with (what
         # unshare_stage registered under), not by this caller's config, which may lack its overrides.
         current = store.current()
@@ -248,7 +161,6 @@ def quarantine(path: Path, error: Exception) -> Path:
 
 def process_inbox(config: Config, state: str | Path, inbox: str | Path, method: str) -> list[dict[str, Any]]:
     """Handle every pending request file, one unlearning event per file (the CLI's and cron's entry)."""
-    from .journal import state_lock
 
     store = ModelStore(state)
     outcomes = []
@@ -267,23 +179,3 @@ def process_inbox(config: Config, state: str | Path, inbox: str | Path, method: 
             outcomes.append({"file": path.name, "applied": len(taken.accepted), "rejected": len(taken.rejected),
                              "event": event})
     return outcomes
-
-
-def publish(config: Config, state: str | Path, run_dir: str | Path) -> bool:
-    """Make a training run the served model when it beats CURRENT on the validation metric."""
-    from .journal import state_lock
-
-    store = ModelStore(state)
-    metric = config.eval.metric
-    new_value = json.loads((Path(run_dir) / "metrics.json").read_text())["valid"][metric]
-    with state_lock(store.folder):
-        current = store.current()
-        if current is not None and (current / "metrics.json").exists():
-            old = json.loads((current / "metrics.json").read_text())
-            old_value = old.get("valid", {}).get(metric, old.get(metric))
-            if old_value is not None and old_value >= new_value:
-                return False
-        served = store.adopt(Path(run_dir))
-        version_masks(store.folder, served / "masks.parquet")
-        store.purge_superseded()
-    return True

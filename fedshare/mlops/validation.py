@@ -22,14 +22,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import DataError
+from fedshare.data.requests import REQUEST_COLUMNS, as_id
+from fedshare.errors import DataError
 
 INTERACTION_COLUMNS = ["user", "item", "user_id", "item_id", "rating", "timestamp", "split"]
+
+
 MASK_COLUMNS = ["user", "item", "user_id", "item_id", "shared", "ratio"]
-REQUEST_COLUMNS = ["request_id", "user_id", "item_id"]
+
+
+
+
 SPLITS = ["train", "valid", "test"]
+
+
 # GE compares pandas dtype names; "int"/"integer" do not match int32 or uint columns.
 INTEGER_DTYPES = ["int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8"]
+
+
 MAX_EXAMPLES = 3
 
 
@@ -68,8 +78,6 @@ def check(report: ValidationReport) -> ValidationReport:
         raise ValidationError(report)
     return report
 
-
-# -- suites ----------------------------------------------------------------------------------------
 
 def validate_interactions(table: pd.DataFrame) -> ValidationReport:
     """An ``Interactions.table``: schema, types, nulls, contiguous indices, ratings, splits, unique
@@ -164,9 +172,9 @@ def validate_requests(requests: pd.DataFrame, mask: pd.DataFrame) -> ValidationR
     sharing_users = set(shared["user_id"].tolist())
     shared_pairs = {f"{u}/{i}" for u, i in zip(shared["user_id"].tolist(), shared["item_id"].tolist())}
     # Derived columns, each None where an earlier check already failed, so a request fails once.
-    user = [_as_id(text) for text in user_id]
+    user = [as_id(text) for text in user_id]
     known_user = [u if u in known_users else None for u in user]
-    pair = [f"{u}/{i}" if u in sharing_users and i is not None else None for u, i in zip(user, map(_as_id, item_id))]
+    pair = [f"{u}/{i}" if u in sharing_users and i is not None else None for u, i in zip(user, map(as_id, item_id))]
     raw = {"request_id": request_id, "user_id": user_id, "item_id": item_id}
     frame = pd.DataFrame({**{name: values for name, values in raw.items() if name in requests},
                           "user": user, "known user": known_user, "user/item": pair},
@@ -208,14 +216,10 @@ def _text(value: Any) -> str | None:
     return str(value).strip() or None
 
 
-def _as_id(text: str | None) -> int | None:
-    """A non-negative integer ID, read as ``unlearning.resolve_requests`` reads it."""
-    return int(text) if text is not None and text.isdigit() else None
-
-
-# -- running a suite -------------------------------------------------------------------------------
 
 _LOCK = threading.Lock()
+
+
 _BATCH_DEFINITION = None  # whole-DataFrame batch definition of the process's ephemeral context
 
 

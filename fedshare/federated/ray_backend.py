@@ -23,15 +23,18 @@ Ray is imported here only, and only when a round is run: the core library does n
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Callable
 
 import torch
 
-from .config import Config, FederatedConfig, ModelConfig
-from .federated import Broadcast, ClientStore, client_updates
-from .models import draw_round_key
+from fedshare.config import Config, FederatedConfig, ModelConfig
+from fedshare.federated.aggregation import sum_uploads
+from fedshare.federated.client import ClientStore, client_updates
+from fedshare.federated.messages import Broadcast, Upload
+from fedshare.model.sampling import draw_round_key
 
 
 class ShardWorker:
@@ -123,8 +126,6 @@ class RayBackend:
         import ray
 
         if not ray.is_initialized():
-            import logging
-
             options = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
             if self.address:
                 ray.init(address=self.address, **options)
@@ -167,8 +168,8 @@ class RayBackend:
 
     # -- one round -----------------------------------------------------------------------------------
     def client_round(self, model, broadcast: Broadcast, participants: torch.Tensor,
-                     generator: torch.Generator) -> torch.Tensor:
-        """Same contract as ``federated.client_round``: the pseudo-gradient of the item table."""
+                     generator: torch.Generator) -> Upload:
+        """The same client step as ``round.run_round`` runs locally: the sum of the participants' uploads."""
         import ray
 
         clients: ClientStore = model.clients
@@ -178,7 +179,6 @@ class RayBackend:
                     ray.kill(actor)
             self._start(clients)
         started = time.perf_counter()
-        federated = self.config.federated
         round_key = draw_round_key(generator)  # the same single draw as the local counter sampler
         total = max(int(clients.counts[participants].sum()), 1)  # public: broadcast to every shard
         device = broadcast.item_table.device
@@ -206,16 +206,15 @@ class RayBackend:
             return self.actors[shard].train_round.remote(table_ref, items_ref, users, part, round_key, total)
 
         results = self._collect({k: call(k) for k in range(len(self.actors))}, call)
-        upload = torch.zeros_like(item_table)
-        for k in range(len(self.actors)):  # fixed order: the same sum whatever order the shards finish in
-            upload += results[k][0]
+        # in shard order: the same sum whatever order the shards finish in
+        upload = sum_uploads([Upload(results[k][0]) for k in range(len(self.actors))])
         for ids, (_, state) in zip(self.shard_users, (results[k] for k in range(len(self.actors)))):
             ids = ids.to(clients.users.device)
             for name, value in state.items():  # commit: the state after this completed round
                 getattr(clients, name)[ids] = value.to(clients.users.device)
         self.rounds += 1
         self._account(item_table, global_items, arguments, results, time.perf_counter() - started)
-        return (-upload / federated.local_lr).to(device)
+        return Upload(upload.item_change_sum.to(device))
 
     def _collect(self, refs: dict, call) -> dict:
         """Answers of every shard; a shard whose actor died is re-created from the committed state

@@ -39,9 +39,17 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_MIN_ITEMS = 1000
+
+
 USERS_PER_ITEM = 20          # default catalogue: one item per 20 users, at least DEFAULT_MIN_ITEMS
+
+
 TIMESTAMP_START = 1_600_000_000
+
+
 TIMESTAMP_SPAN = 3 * 365 * 24 * 3600
+
+
 TOP_UP_ROUNDS = 12            # de-duplication top-up rounds (the last half draw uniformly)
 
 

@@ -1,33 +1,36 @@
-"""Stages: each is one function that the CLI, a DVC stage and a Prefect task all call.
-
-A run directory holds everything later stages need:
-
-    config.yaml           the resolved configuration
-    interactions.parquet  raw IDs, contiguous indices and the split of every interaction
-    masks.parquet         the sharing mask of every training interaction (user_id, item_id, shared, ratio)
-    server.pt             what the server keeps: shared edges, item table, graph embeddings (+ .sha256)
-    clients.pt            the simulated devices' private state (user embeddings, optimizer state)
-    metrics.json          test metrics (full ranking), best_round, seconds, per-group metrics
-    history.json          validation metrics per evaluated round
-"""
+"""Stages: each is one function that the CLI, a DVC stage and a Prefect task all call."""
 
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
 
-from .config import Config, ConfigError, load_config, save_config
-from .data import DataError, Interactions, load_interactions
-from .sharing import build_mask, load_mask, save_mask, sharing_users
-from .storage import atomic_write_json, load_tensors, save_tensors
-from .training import Model, TrainResult, build_model, evaluate, pick_device, train
-from .unlearning import SnapshotStore
+from fedshare.config import Config, save_config
+from fedshare.data.interactions import Interactions, load_interactions
+from fedshare.data.requests import (
+    Requests,
+    apply_delete,
+    apply_to_mask,
+    draw_requests,
+    read_requests,
+    resolve_requests,
+)
+from fedshare.data.sharing import build_mask, load_mask, save_mask, sharing_users
+from fedshare.errors import ConfigError, DataError
+from fedshare.evaluation import embedding_distance, evaluate, unlearning_metrics
+from fedshare.federated.simulation import Model
+from fedshare.mlops.tracking import log_training, log_unlearning
+from fedshare.mlops.validation import check, validate_interactions, validate_masks
+from fedshare.rundir import final_metrics, load_run, save_model
+from fedshare.storage import atomic_write_json
+from fedshare.training import TrainResult, train
+from fedshare.unlearning.common import UnlearningJob, UnlearningResult
+from fedshare.unlearning.fru import UpdateLog
+from fedshare.unlearning.registry import METHODS, unlearn
+from fedshare.unlearning.snapshots import SnapshotStore
 
 
 def prepare_stage(config: Config, out_dir: str | Path) -> dict[str, Any]:
@@ -45,7 +48,6 @@ def prepare_stage(config: Config, out_dir: str | Path) -> dict[str, Any]:
 
 def validate_stage(prepared_dir: str | Path, report_path: str | Path | None = None) -> dict[str, Any]:
     """Great Expectations suite on the prepared interactions; raises ValidationError when it fails."""
-    from .validation import check, validate_interactions
 
     report = validate_interactions(Interactions.load(Path(prepared_dir)).table)
     if report_path is not None:
@@ -58,7 +60,6 @@ def validate_stage(prepared_dir: str | Path, report_path: str | Path | None = No
 def share_stage(config: Config, prepared_dir: str | Path, out_dir: str | Path,
                 withdrawn: pd.DataFrame | None = None) -> dict[str, Any]:
     """Draw the sharing masks, replay withdrawn consent (applied unshare requests), validate, write masks.parquet."""
-    from .validation import check, validate_masks
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,6 @@ def share_stage(config: Config, prepared_dir: str | Path, out_dir: str | Path,
 
 def withdraw_consent(mask: pd.DataFrame, withdrawn: pd.DataFrame) -> pd.DataFrame:
     """Apply past unshare requests (raw IDs) to a freshly drawn mask, so retraining respects them."""
-    from .unlearning import apply_to_mask, resolve_requests
 
     resolved = resolve_requests(withdrawn[["request_id", "user_id", "item_id"]], mask)
     return apply_to_mask(mask, resolved.pairs)
@@ -109,7 +109,6 @@ def train_stage(config: Config, out_dir: str | Path, progress: bool = True, prep
 
     update_log = None
     if config.unlearning.fru_alpha > 0 and config.run.method == "fedshare":  # the FRU baseline's log (large)
-        from .fru import UpdateLog
         update_log = UpdateLog(out / "fru_log", alpha=config.unlearning.fru_alpha)
     result = train(config, interactions, mask, progress=progress, on_round=keep_snapshot, update_log=update_log)
     metrics = final_metrics(result, interactions, mask)
@@ -137,7 +136,6 @@ def track_stage(run_dir: str | Path) -> dict[str, Any]:
 
 def track_training(config: Config, run_dir: Path, model: Model, metrics: dict[str, Any],
                    history: list[dict[str, Any]], interactions: Interactions, mask) -> dict[str, Any]:
-    from .tracking import log_training
 
     _, item_vectors = model.scoring_vectors()
     tracked = log_training(config, run_dir, metrics, history, item_vectors, item_vectors.shape[1],
@@ -146,72 +144,8 @@ def track_training(config: Config, run_dir: Path, model: Model, metrics: dict[st
     return tracked
 
 
-def final_metrics(result: TrainResult, interactions: Interactions, mask) -> dict[str, Any]:
-    config = result.model.config
-    sharing = sharing_users(mask, interactions.n_users)
-    groups = {"sharing": sharing, "private": ~sharing}
-    metrics: dict[str, Any] = evaluate(result.model, interactions, "test", groups)
-    metrics.update({
-        "best_round": result.best_round,
-        "rounds_run": result.rounds_run,
-        "seconds": round(result.seconds, 3),
-        "seconds_per_round": round(result.seconds / max(result.rounds_run, 1), 4),
-        "method": config.run.method,
-        "sharing": config.sharing.policy,
-        "dataset": config.data.dataset,
-        "seed": config.run.seed,
-        "device": config.run.device,
-        "n_users": interactions.n_users,
-        "n_items": interactions.n_items,
-        "n_train": int((interactions.table["split"] == "train").sum()),
-        "n_shared": int(mask["shared"].sum()) if config.run.method == "fedshare" else 0,
-        "mean_sharing_ratio": float(mask.groupby("user")["ratio"].first().mean()),
-        "valid": result.best_validation,
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
-    })
-    return metrics
-
-
-def save_model(result: TrainResult, out: Path) -> dict[str, Any]:
-    """Server state and client state in separate files, so the privacy boundary is visible on disk."""
-    model = result.model
-    server = {**model.server.state(), "shared_users": model.server.graph.users, "shared_items": model.server.graph.items}
-    server_info = save_tensors(out / "server.pt", server)
-    client_info = save_tensors(out / "clients.pt", model.clients.state()) if model.clients is not None else None
-    return {"server": server_info, "clients": client_info}
-
-
-def load_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Interactions, object, Model]:
-    """Rebuild the trained model of a run directory (checksums verified)."""
-    run = Path(run_dir)
-    if not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"{run} is not a run directory (no config.yaml); run `fedshare train --out {run}` first")
-    config = load_config(run / "config.yaml", overrides)
-    interactions = Interactions.load(run)
-    mask = load_mask(run / "masks.parquet")
-    model, _ = build_model(config, interactions, mask, pick_device(config.run.device))
-    server = load_tensors(run / "server.pt", map_location=model.server.device)
-    model.server.load_state({name: server[name] for name in ("item_table", "graph_users", "graph_items")})
-    if model.clients is not None:
-        model.clients.load_state(load_tensors(run / "clients.pt", map_location=model.server.device))
-    return config, interactions, mask, model
-
-
-def summary_line(metrics: dict[str, Any]) -> str:
-    keys = [k for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if k in metrics]
-    values = "  ".join(f"{k} {metrics[k]:.4f}" for k in keys)
-    return (f"{metrics['method']} on {metrics['dataset']} (sharing {metrics['sharing']}, seed {metrics['seed']}): "
-            f"{values}  best round {metrics['best_round']}  {metrics['seconds']:.1f}s")
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=float)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
-
-
 def make_requests_stage(run_dir: str | Path, fraction: float, scope: str, seed: int, out: str | Path) -> pd.DataFrame:
     """Draw a random unsharing request file among the run's sharing users."""
-    from .unlearning import draw_requests
 
     if not 0 < fraction <= 1:
         raise ConfigError("--fraction must be in (0, 1]")
@@ -234,9 +168,6 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
 
     The requests come from a CSV file, a table (the unlearning flow), or are drawn (``fraction``).
     """
-    from .unlearning import (METHODS, SnapshotStore, apply_delete, apply_to_mask, draw_requests,
-                             read_requests, resolve_requests, unlearn)
-
     if method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}")
     if mode not in ("unshare", "delete"):
@@ -247,58 +178,27 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
     seed = config.run.seed if seed is None else seed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if requests is not None:
-        table = requests
-    elif requests_file is not None:
-        table = read_requests(Path(requests_file))
-    elif fraction is not None:
-        table = draw_requests(mask, fraction, scope, seed)
-    else:
-        raise ConfigError("give --requests FILE or --fraction F")
-    table.to_csv(out / "requests.csv", index=False)
-    requests = resolve_requests(table, mask)
-    requests.rejected.to_csv(out / "rejections.csv", index=False)
-    if requests.pairs.empty:
-        raise DataError(f"no valid request ({len(requests.rejected)} rejected, reasons in {out / 'rejections.csv'})")
-    requests.pairs.to_csv(out / "applied.csv", index=False)
-    new_mask = apply_to_mask(mask, requests.pairs)
-    new_interactions = interactions
-    if mode == "delete":
-        new_interactions, new_mask = apply_delete(interactions, new_mask, requests.pairs)
+    if requests is None:
+        requests = request_table(mask, requests_file, fraction, scope, seed)
+    accepted, new_mask, new_interactions = accept_requests(requests, mask, interactions, mode, out)
 
     snapshots = SnapshotStore(Path(run_dir) / "snapshots")
-    update_log = None
-    if method == "fru":
-        from .fru import UpdateLog
-        if not (Path(run_dir) / "fru_log" / "initial-server.pt").exists():
-            raise DataError(f"{run_dir} has no FRU update log: train it with --set unlearning.fru_alpha=0.5")
-        update_log = UpdateLog(Path(run_dir) / "fru_log")
-    result = unlearn(model, new_interactions, new_mask, requests.pairs, method, snapshots,
-                     config.unlearning.rounds, config.unlearning.weight, config.unlearning.hops, seed,
-                     update_log=update_log)
-    metrics = unlearning_metrics(result.model, new_interactions, new_mask, requests.pairs, seed)
+    job = UnlearningJob(model, new_interactions, new_mask, accepted.pairs, config.unlearning, seed, snapshots,
+                        UpdateLog.of_run(run_dir) if METHODS[method].needs_update_log else None)
+    result = unlearn(job, method)
+    metrics = unlearning_metrics(result.model, new_interactions, new_mask, accepted.pairs, seed)
     metrics.update({"method": method, "mode": mode, "seconds": round(result.seconds, 3),
-                    "rounds": result.rounds, "requests": int(requests.pairs["request_id"].nunique()),
-                    "rejected": len(requests.rejected), "unshared_interactions": len(requests.pairs),
-                    "users_affected": int(requests.pairs["user"].nunique()),
+                    "rounds": result.rounds, "requests": int(accepted.pairs["request_id"].nunique()),
+                    "rejected": len(accepted.rejected), "unshared_interactions": len(accepted.pairs),
+                    "users_affected": int(accepted.pairs["user"].nunique()),
                     "affected_nodes": {"users": result.affected_users, "items": result.affected_items}})
-
-    # What the unlearned run keeps for the next event: the data-free round-0 snapshot and the new state.
-    # Snapshots taken after round 0 may hold the unshared data's influence and are not carried over.
-    kept = SnapshotStore(out / "snapshots")
-    first = snapshots.rounds()[:1]
-    for round_number in first:
-        kept.save(round_number, snapshots.load(round_number))
-    if method == "contrastive":
-        kept.save(max(first + [0]) + 1, result.model.server.state())
-    # Bytes kept for unlearning: the snapshots (contrastive) or the update log (fru; not carried over,
-    # its rounds still hold the unshared edges' influence, so a second event would need a new log).
-    metrics["storage_bytes"] = (kept.bytes_on_disk() if method == "contrastive"
-                                else update_log.bytes_on_disk() if method == "fru" else 0)
+    kept = carry_snapshots(snapshots, SnapshotStore(out / "snapshots"), result)
+    # Bytes kept for unlearning: the snapshots (contrastive) or the update log (fru), as the method says.
+    metrics["storage_bytes"] = kept.bytes_on_disk() if result.storage_bytes is None else result.storage_bytes
     if compare_retrain:
-        reference = unlearn(result.model if method == "retrain" else model, new_interactions, new_mask, requests.pairs,
-                            "retrain", None, 0, 0.0, 0, seed)
-        metrics["retrain"] = unlearning_metrics(reference.model, new_interactions, new_mask, requests.pairs, seed)
+        reference = unlearn(UnlearningJob(result.model if method == "retrain" else model, new_interactions, new_mask,
+                                          accepted.pairs, config.unlearning, seed), "retrain")
+        metrics["retrain"] = unlearning_metrics(reference.model, new_interactions, new_mask, accepted.pairs, seed)
         metrics["retrain"]["seconds"] = round(reference.seconds, 3)
         metrics["embedding_distance_to_retrain"] = embedding_distance(result.model, reference.model)
 
@@ -308,39 +208,61 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
     save_model(TrainResult(result.model, 0, {}), out)
     atomic_write_json(out / "unlearning.json", metrics)
     if config.tracking.enabled if track is None else track:
-        from .tracking import log_unlearning
-
-        parent_file = Path(run_dir) / "tracking.json"
-        parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
-        _, item_vectors = result.model.scoring_vectors()
-        parent_metrics_file = Path(run_dir) / "metrics.json"
-        trained = json.loads(parent_metrics_file.read_text()) if parent_metrics_file.exists() else {}
-        storage = {f"{method} (this event)": metrics["storage_bytes"], "retrain": 0}
-        if trained.get("fru_log_bytes"):  # only what was measured: the FRU log exists if the run wrote one
-            storage["fru (update log of the run)"] = trained["fru_log_bytes"]
-        metrics["tracking"] = log_unlearning(config, out, metrics, item_vectors, item_vectors.shape[1], parent,
-                                             storage).to_dict()
-        atomic_write_json(out / "tracking.json", metrics["tracking"])
+        metrics["tracking"] = track_unlearning(config, Path(run_dir), out, result.model, metrics)
         atomic_write_json(out / "unlearning.json", metrics)
     return metrics
 
 
-def unlearning_metrics(model: Model, interactions: Interactions, mask, pairs, seed: int) -> dict[str, Any]:
-    from .unlearning import forgetting_metrics
+def request_table(mask: pd.DataFrame, requests_file: str | Path | None, fraction: float | None, scope: str,
+                  seed: int) -> pd.DataFrame:
+    """The raw requests: read from a CSV file, or drawn at random among the sharing users."""
+    if requests_file is not None:
+        return read_requests(Path(requests_file))
+    if fraction is not None:
+        return draw_requests(mask, fraction, scope, seed)
+    raise ConfigError("give --requests FILE or --fraction F")
 
-    requesting = np.zeros(interactions.n_users, dtype=bool)
-    requesting[pairs["user"].unique()] = True
-    metrics = evaluate(model, interactions, "test", {"requesting": requesting, "others": ~requesting})
-    metrics.update(forgetting_metrics(model, interactions, pairs, seed))
-    return metrics
+
+def accept_requests(table: pd.DataFrame, mask: pd.DataFrame, interactions: Interactions, mode: str,
+                    out: Path) -> tuple[Requests, pd.DataFrame, Interactions]:
+    """Resolve the requests against the masks and apply them; writes requests, rejections and applied pairs."""
+    table.to_csv(out / "requests.csv", index=False)
+    requests = resolve_requests(table, mask)
+    requests.rejected.to_csv(out / "rejections.csv", index=False)
+    if requests.pairs.empty:
+        raise DataError(f"no valid request ({len(requests.rejected)} rejected, reasons in {out / 'rejections.csv'})")
+    requests.pairs.to_csv(out / "applied.csv", index=False)
+    new_mask = apply_to_mask(mask, requests.pairs)
+    if mode == "delete":
+        interactions, new_mask = apply_delete(interactions, new_mask, requests.pairs)
+    return requests, new_mask, interactions
 
 
-def embedding_distance(model: Model, reference: Model) -> float:
-    """Mean relative L2 distance between the two models' global item representations."""
-    with torch.no_grad():
-        _, items = model.server.propagate()
-        _, reference_items = reference.server.propagate()
-        return float(((items - reference_items).norm(dim=1) / reference_items.norm(dim=1).clamp(min=1e-12)).mean())
+def carry_snapshots(snapshots: SnapshotStore, kept: SnapshotStore, result: UnlearningResult) -> SnapshotStore:
+    """What the unlearned run keeps for the next event: the data-free round-0 snapshot and, if the
+    method asks for it, its new state.  Snapshots taken after round 0 may hold the unshared data's
+    influence and are not carried over."""
+    first = snapshots.rounds()[:1]
+    for round_number in first:
+        kept.save(round_number, snapshots.load(round_number))
+    if result.carried_snapshot is not None:
+        kept.save(max(first + [0]) + 1, result.carried_snapshot)
+    return kept
+
+
+def track_unlearning(config: Config, run_dir: Path, out: Path, model: Model, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Log the event to MLflow, next to the run it started from; writes tracking.json."""
+    parent_file = run_dir / "tracking.json"
+    parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
+    _, item_vectors = model.scoring_vectors()
+    parent_metrics_file = run_dir / "metrics.json"
+    trained = json.loads(parent_metrics_file.read_text()) if parent_metrics_file.exists() else {}
+    storage = {f"{metrics['method']} (this event)": metrics["storage_bytes"], "retrain": 0}
+    if trained.get("fru_log_bytes"):  # only what was measured: the FRU log exists if the run wrote one
+        storage["fru (update log of the run)"] = trained["fru_log_bytes"]
+    tracked = log_unlearning(config, out, metrics, item_vectors, item_vectors.shape[1], parent, storage).to_dict()
+    atomic_write_json(out / "tracking.json", tracked)
+    return tracked
 
 
 def evaluate_stage(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:

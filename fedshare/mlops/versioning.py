@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .storage import atomic_write_json
+from fedshare.storage import atomic_write_json
 
 MASKS = "masks.parquet"
 

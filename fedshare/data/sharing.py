@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import SharingConfig
-from .data import DataError, Interactions
-from .storage import atomic_write_parquet, verify_checksum, write_checksum
+from fedshare.config import SharingConfig
+from fedshare.data.interactions import Interactions
+from fedshare.errors import DataError
+from fedshare.storage import atomic_write_parquet, verify_checksum, write_checksum
 
 POLICIES = ("none", "all", "mixed", "uniform", "file")
 

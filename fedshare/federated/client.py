@@ -1,21 +1,7 @@
-"""The federated engine: a server that sees only shared data, and clients simulated exactly, in batch.
-
-One round (docs/method.md gives the equations):
-
-1. The server propagates LightGCN once over the shared graph and broadcasts the federated item
-   table Q, its global item representations G_I and, to each sharing user only, that user's own
-   global representation g_u.
-2. Every participating client trains on *all* its own training interactions (shared and private):
-   BPR on its private user embedding p_u and on its copy of the item rows it touches, for
-   ``local_steps`` steps.  It uploads the change of those item rows.
-3. The server receives only the sum of the clients' item-row changes (as with secure aggregation),
-   turns it into a pseudo-gradient for Q (FedAdam) and takes one Adam step on Q and on its own
-   graph embeddings, whose loss is BPR on the shared edges plus the InfoNCE alignment of local (Q)
-   and global (G_I) item views.
+"""Clients: simulated devices, trained exactly but in batch.  The server never receives this object.
 
 The vectorized client round and the per-client loop call the same ``local_training`` function; the
-only difference is whether it sees all clients' tensors at once or one client's at a time.
-"""
+only difference is whether it sees all clients' tensors at once or one client's at a time."""
 
 from __future__ import annotations
 
@@ -26,186 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import FederatedConfig, ModelConfig
-from .models import (adam_update, bpr_gradients, bpr_terms, counter_negatives, draw_round_key, info_nce, lightgcn,
-                     normalized_adjacency, sample_negatives, weighted_square_norm)
-from .sharing import SharedGraph
+from fedshare.config import FederatedConfig, ModelConfig
+from fedshare.federated.chunking import interaction_chunk
+from fedshare.federated.messages import Broadcast
+from fedshare.model.losses import bpr_gradients, bpr_terms, weighted_square_norm
+from fedshare.model.optim import adam_update
+from fedshare.model.sampling import counter_negatives, draw_round_key, sample_negatives
 
-
-# How many interactions (or shared edges) one forward/backward pass takes at most.  A CPU is fastest
-# when each [interactions x d] temporary stays in the last-level cache: 8192 x 64 floats is 2 MiB,
-# and on ML-1M a round in such chunks is several times faster than one pass over all 0.8 M
-# interactions, whose 200 MB temporaries are fresh pages from the kernel on every allocation
-# (docs/results.md, table 4).  A GPU wants the largest batch that fits: there the chunk only bounds
-# memory.  The chunk size changes no result: updates are sums and negatives are drawn beforehand.
-CPU_CHUNK_INTERACTIONS = 8192
-GPU_CHUNK_INTERACTIONS = 1_000_000
-
-
-def interaction_chunk(federated: FederatedConfig, device: torch.device) -> int:
-    """``federated.chunk_interactions`` for this device: ``auto`` picks by device type; 0 = no chunks."""
-    if federated.chunk_interactions != "auto":
-        return int(federated.chunk_interactions)
-    return CPU_CHUNK_INTERACTIONS if torch.device(device).type == "cpu" else GPU_CHUNK_INTERACTIONS
-
-
-# --------------------------------------------------------------------------------------------------
-# Server: everything it holds is built from a SharedGraph and from aggregated client uploads.
-# --------------------------------------------------------------------------------------------------
-
-@dataclass
-class Broadcast:
-    """What the server sends down in a round (detached tensors)."""
-
-    item_table: torch.Tensor          # Q, the federated item embeddings
-    global_items: torch.Tensor | None  # G_I from LightGCN over the shared graph
-    global_users: torch.Tensor | None  # g_u; the simulator hands row u to client u only
-
-
-class Server:
-    """The server's whole state.  Its only interaction data is ``self.graph`` (shared edges)."""
-
-    def __init__(self, graph: SharedGraph, model: ModelConfig, federated: FederatedConfig,
-                 generator: torch.Generator, device: torch.device, use_graph: bool, train_item_table: bool):
-        self.model = model
-        self.device = device
-        self.edge_chunk = interaction_chunk(federated, device)  # shared edges per chunk of the graph loss
-        self.generator = generator
-        self.use_graph = use_graph and graph.n_edges > 0
-        self.set_graph(graph)
-
-        def init(rows: int) -> torch.Tensor:
-            values = torch.randn(rows, model.dim, generator=generator, device=device) * model.init_std
-            return values.requires_grad_()
-
-        self.item_table = init(graph.n_items)      # local view of items, trained by the clients
-        self.graph_users = init(graph.n_users)     # server-side embeddings of the LightGCN
-        self.graph_items = init(graph.n_items)
-        parameters = [self.graph_users, self.graph_items] if self.use_graph else []
-        if train_item_table:
-            parameters.append(self.item_table)
-        self.optimizer = torch.optim.Adam(parameters, lr=federated.server_lr) if parameters else None
-
-    def set_graph(self, graph: SharedGraph) -> None:
-        """Take a (new) shared graph: the edges, their keys and the normalized adjacency.
-
-        Used at construction and when unsharing removes edges; the embeddings are kept.
-        """
-        device = self.device
-        self.graph = SharedGraph(graph.users.to(device), graph.items.to(device), graph.n_users, graph.n_items)
-        self.shared_keys = torch.sort(self.graph.users * graph.n_items + self.graph.items).values
-        self.adjacency = normalized_adjacency(self.graph.users, self.graph.items, graph.n_users, graph.n_items)
-        self.items_in_graph = torch.unique(self.graph.items)
-
-    # -- one round -------------------------------------------------------------------------------
-    def propagate(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
-        if not self.use_graph:
-            return None, None
-        return lightgcn(self.graph_users, self.graph_items, self.adjacency, self.model.server_layers)
-
-    def broadcast(self, global_users: torch.Tensor | None, global_items: torch.Tensor | None) -> Broadcast:
-        detach = lambda t: None if t is None else t.detach()  # noqa: E731
-        return Broadcast(self.item_table.detach(), detach(global_items), detach(global_users))
-
-    def step(self, client_item_gradient: torch.Tensor | None,
-             global_users: torch.Tensor | None, global_items: torch.Tensor | None,
-             alignment_weight: float, extra_loss: torch.Tensor | None = None,
-             on_gradients: Callable[[dict[str, torch.Tensor | None]], None] | None = None) -> dict[str, float]:
-        """One Adam step on the server's parameters; returns the loss terms for logging.
-
-        ``extra_loss`` (e.g. the contrastive unlearning term) is added to the graph loss.
-        ``on_gradients`` sees the gradients of the server's own loss, before the clients' part is
-        added (the FRU update log records them).
-        """
-        if self.optimizer is None:
-            return {}
-        self.optimizer.zero_grad(set_to_none=True)
-        logs: dict[str, float] = {}
-        if self.use_graph:
-            loss = self.graph_bpr_loss(global_users, global_items)
-            logs["server_bpr"] = loss.item()
-            if alignment_weight > 0:
-                align = self.alignment_loss(global_items)
-                logs["align_items"] = align.item()
-                loss = loss + alignment_weight * align
-            if extra_loss is not None:
-                logs["extra"] = extra_loss.item()
-                loss = loss + extra_loss
-            loss.backward()
-        if on_gradients is not None:
-            on_gradients({name: getattr(self, name).grad for name in ("graph_users", "graph_items", "item_table")})
-        if client_item_gradient is not None:
-            if self.item_table.grad is None:
-                self.item_table.grad = client_item_gradient
-            else:
-                self.item_table.grad += client_item_gradient
-        self.optimizer.step()
-        return logs
-
-    def graph_bpr_loss(self, global_users: torch.Tensor, global_items: torch.Tensor) -> torch.Tensor:
-        """BPR on every shared edge with one sampled negative (not a shared positive of that user)."""
-        users, items = self.graph.users, self.graph.items
-        negatives = sample_negatives(users, self.graph.n_items, 1, self.shared_keys, self.generator)[:, 0]
-        loss = chunked_mean_bpr(global_users, global_items, users, items, negatives, self.edge_chunk)
-        # L2 on the layer-0 embeddings of every (user, positive, negative) triple, LightGCN-style.
-        l2 = (weighted_square_norm(self.graph_users, users) + weighted_square_norm(self.graph_items, items)
-              + weighted_square_norm(self.graph_items, negatives)) / (2 * users.numel())
-        return loss + self.model.server_l2 * l2
-
-    def alignment_loss(self, global_items: torch.Tensor) -> torch.Tensor:
-        """InfoNCE between each item's local view q_i and global view g_i, on a random item batch."""
-        candidates = self.items_in_graph
-        if candidates.numel() > self.model.align_batch:
-            pick = torch.randperm(candidates.numel(), generator=self.generator, device=self.device)
-            candidates = candidates[pick[: self.model.align_batch]]
-        global_view = global_items[candidates]
-        if self.model.align_direction == "local_to_global":  # the graph view is the teacher
-            global_view = global_view.detach()
-        return info_nce(self.item_table[candidates], global_view, self.model.temperature)
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {"item_table": self.item_table.detach().clone(), "graph_users": self.graph_users.detach().clone(),
-                "graph_items": self.graph_items.detach().clone()}
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name, value in state.items():
-                getattr(self, name).copy_(value.to(self.device))
-
-
-def chunked_mean_bpr(user_table: torch.Tensor, item_table: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-                     negatives: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Mean BPR over (user, item, negative) edges in chunks of ``chunk`` (0: one chunk): the same value
-    and gradient as all at once.
-
-    Gathering every edge's rows at once costs a few [edges x d] tensors (gigabytes for millions of
-    edges).  Here each chunk computes the gradients of its terms with respect to the rows it gathered
-    (``bpr_gradients``, in closed form) and scatter-adds them into two gradient tables: the work per
-    chunk is proportional to the chunk, not to the tables.  The returned surrogate
-    ``<table, gradient>`` (shifted to the true value) carries the summed gradient back through the
-    LightGCN propagation in one backward pass.
-    """
-    users_detached, items_detached = user_table.detach(), item_table.detach()
-    user_gradient, item_gradient = torch.zeros_like(users_detached), torch.zeros_like(items_detached)
-    n = users.numel()
-    step = chunk if 0 < chunk < n else max(n, 1)  # chunk 0: all edges at once
-    value = users_detached.new_zeros(())
-    for start in range(0, n, step):
-        part = slice(start, start + step)
-        terms, user_rows, positive_rows, negative_rows = bpr_gradients(
-            users_detached.index_select(0, users[part]), items_detached.index_select(0, items[part]),
-            items_detached.index_select(0, negatives[part]).unsqueeze(1), scale=1.0 / n)
-        user_gradient.index_add_(0, users[part], user_rows)
-        item_gradient.index_add_(0, items[part], positive_rows)
-        item_gradient.index_add_(0, negatives[part], negative_rows[:, 0])
-        value += terms.sum()
-    surrogate = (user_table * user_gradient).sum() + (item_table * item_gradient).sum()
-    return surrogate - surrogate.detach() + value / max(n, 1)
-
-
-# --------------------------------------------------------------------------------------------------
-# Clients: simulated devices.  The server never receives this object.
-# --------------------------------------------------------------------------------------------------
 
 class ClientStore:
     """Each client's device: its training interactions, private user embedding and Adam state."""
@@ -332,9 +145,15 @@ def encode_users(user_emb: torch.Tensor, rows: list[torch.Tensor], batch: Client
     """
     if encoder == "mf":
         return user_emb
-    counts = torch.bincount(batch.local_user, minlength=user_emb.shape[0]).clamp(min=1).to(user_emb.dtype)
-    neighbourhood = torch.zeros_like(user_emb).index_add_(0, batch.local_user, batch.positives(rows))
-    return 0.5 * (user_emb + neighbourhood / counts.sqrt().unsqueeze(1))
+    counts = torch.bincount(batch.local_user, minlength=user_emb.shape[0])
+    return ego_graph_users(user_emb, batch.local_user, batch.positives(rows), counts)
+
+
+def ego_graph_users(user_emb: torch.Tensor, owners: torch.Tensor, item_rows: torch.Tensor,
+                    counts: torch.Tensor) -> torch.Tensor:
+    """h_u = (p_u + sum_i q_i / sqrt(n_u)) / 2: ``item_rows[k]`` is an item row of user ``owners[k]``."""
+    neighbourhood = torch.zeros_like(user_emb).index_add_(0, owners, item_rows)
+    return 0.5 * (user_emb + neighbourhood / counts.clamp(min=1).to(user_emb.dtype).sqrt().unsqueeze(1))
 
 
 def autograd_client_gradients(user_emb: torch.Tensor, rows: list[torch.Tensor], batch: ClientBatch,
@@ -413,14 +232,6 @@ def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBa
     return batch.add_changes(torch.zeros_like(item_table) if upload is None else upload, changes)
 
 
-def client_round(store: ClientStore, broadcast: Broadcast, participants: torch.Tensor, model: ModelConfig,
-                 federated: FederatedConfig, generator: torch.Generator, on_rows: RowsHook | None = None) -> torch.Tensor:
-    """All participants' local training; returns the aggregated pseudo-gradient for the item table."""
-    upload = client_updates(store, broadcast, participants, model, federated, generator, on_rows)
-    # The server turns the summed change into a gradient: change = -local_lr * gradient.
-    return -upload / federated.local_lr
-
-
 def client_updates(store: ClientStore, broadcast: Broadcast, participants: torch.Tensor, model: ModelConfig,
                    federated: FederatedConfig, generator: torch.Generator | None, on_rows: RowsHook | None = None,
                    total: int | None = None, round_key: int | None = None) -> torch.Tensor:
@@ -476,12 +287,3 @@ def client_groups(ends: torch.Tensor, limit: int) -> list[tuple[int, int]]:
         groups.append((first, last))
         base, first = int(cumulative[last - 1]), last
     return groups
-
-
-def pick_participants(store: ClientStore, fraction: float, generator: torch.Generator) -> torch.Tensor:
-    active = torch.nonzero(store.counts > 0).squeeze(1)
-    if fraction >= 1.0:
-        return active
-    count = max(1, int(round(fraction * active.numel())))
-    pick = torch.randperm(active.numel(), generator=generator, device=active.device)[:count]
-    return torch.sort(active[pick]).values

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,9 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config, ConfigError
+from fedshare.config import Config
+from fedshare.data.loading import KNOWN_DATASETS
+from fedshare.errors import ConfigError
 
 CHAMPION = "champion"
+
+
 BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 
 
@@ -199,7 +205,6 @@ def _client(mlflow):
 
 def _log_inputs(mlflow, interactions_table, mask, config: Config) -> None:
     """The data as MLflow dataset inputs: name, digest, schema and row count, not the rows themselves."""
-    from .data import KNOWN_DATASETS
 
     known = KNOWN_DATASETS.get(config.data.dataset)
     source = known.url if known else str(Path(config.data.dataset).resolve())
@@ -249,8 +254,6 @@ def champion_version(config: Config) -> str | None:
     except mlflow.exceptions.MlflowException:
         return None
 
-
-# -- plots (matplotlib comes with MLflow) -----------------------------------------------------------
 
 def _figure():
     import matplotlib
@@ -304,8 +307,6 @@ def events_plot(events: list[dict[str, Any]]):
     return figure
 
 
-
-
 def purge_superseded_models(config: Config, before: float, retention_seconds: float = 0.0) -> list[str]:
     """Delete the registered versions (and their model artifacts) created before ``before``.
 
@@ -313,8 +314,6 @@ def purge_superseded_models(config: Config, before: float, retention_seconds: fl
     influence.  The champion is kept; runs and their data-free metrics stay for comparison.  The
     logged models are deleted and garbage-collected with ``mlflow gc``, which removes the artifacts.
     """
-    import subprocess
-    import sys
 
     mlflow = _mlflow()
     uri = tracking_uri(config)
@@ -341,7 +340,9 @@ def purge_superseded_models(config: Config, before: float, retention_seconds: fl
         # A tracking server: `mlflow gc` works on the database (--backend-store-uri), which a client of the
         # server cannot reach (without it, gc opens ./mlflow.db and fails).  Delete the model files through
         # the server's artifact proxy instead; the soft-deleted metadata holds no weights.
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.store.artifact.artifact_repository_registry import (
+            get_artifact_repository,
+        )
 
         for location in locations:
             get_artifact_repository(location, tracking_uri=uri).delete_artifacts()

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from .data import DataError
+from fedshare.errors import DataError
 
 ACCEPTED, APPLIED = "accepted", "applied"
 

@@ -24,19 +24,28 @@ state (tests/test_fru.py).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from .federated import ClientBatch, local_training, make_batch
-from .models import sample_negatives
-from .storage import atomic_write_json, load_tensors, save_tensors
+from fedshare.errors import DataError
+from fedshare.federated.client import ClientBatch, local_training, make_batch
+from fedshare.federated.messages import Upload
+from fedshare.federated.server import SERVER_TABLES
+from fedshare.model.sampling import sample_negatives
+from fedshare.storage import atomic_write_json, load_tensors, save_tensors
+from fedshare.unlearning.common import (
+    UnlearningJob,
+    UnlearningResult,
+    clean_server,
+)
 
 if TYPE_CHECKING:
-    from .training import Model
+    from fedshare.federated.simulation import Model
 
-SERVER_TABLES = ("graph_users", "graph_items", "item_table")
+
 
 
 def top_share(groups: torch.Tensor, scores: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -91,12 +100,19 @@ class UpdateLog:
         self._clients: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._server: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    @classmethod
+    def of_run(cls, run_dir: str | Path) -> "UpdateLog":
+        """The log a training run wrote into ``RUN/fru_log``; a clear error if it wrote none."""
+        folder = Path(run_dir) / "fru_log"
+        if not (folder / "initial-server.pt").exists():
+            raise DataError(f"{run_dir} has no FRU update log: train it with --set unlearning.fru_alpha=0.5")
+        return cls(folder)
+
     # -- files -------------------------------------------------------------------------------------
     def path(self, part: str, round_number: int) -> Path:
         return self.folder / f"{part}-{round_number:05d}.pt"
 
     def meta(self) -> dict:
-        import json
         path = self.folder / "meta.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
@@ -186,8 +202,6 @@ class UpdateLog:
         atomic_write_json(self.folder / "meta.json", meta)
 
 
-# -- unlearning: rollback and calibrated replay ----------------------------------------------------
-
 def calibrate(stored: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
     """Per row: the stored update's norm in the fresh update's direction (FedEraser/FRU calibration).
 
@@ -267,7 +281,7 @@ def replay(model: "Model", log: UpdateLog, affected_users: torch.Tensor | None =
     ``calibration_fraction`` of their interactions). Without calibration and with nothing affected,
     the replay uses the log alone and, at alpha = 1, rebuilds the trained server state.
     """
-    server, store, federated = model.server, model.clients, model.config.federated
+    server, store = model.server, model.clients
     device = server.device
     if generator is None:
         generator = torch.Generator(device=device)
@@ -290,8 +304,7 @@ def replay(model: "Model", log: UpdateLog, affected_users: torch.Tensor | None =
         raise FileNotFoundError(f"{log.folder} holds no FRU update log (train with unlearning.fru_alpha > 0)")
     # Roll back: the round-0 server state with a fresh optimizer of the same kind and settings.
     server.load_state({name: value for name, value in log.initial("server").items() if name in SERVER_TABLES})
-    optimizer = server.optimizer
-    server.optimizer = type(optimizer)(optimizer.param_groups[0]["params"], **optimizer.defaults)
+    server.reset_optimizers()
     if clients_run:  # the clients that train again start again from their round-0 user embedding
         back = torch.ones_like(dirty) if calibrated else dirty
         store.user_emb[back] = log.initial("clients")["user_emb"].to(device)[back]
@@ -332,15 +345,22 @@ def replay(model: "Model", log: UpdateLog, affected_users: torch.Tensor | None =
                 if calibrated:
                     change = calibrate(change, clean)
                 change = change + dirty_change
-            item_gradient = -change / federated.local_lr
+            item_gradient = server.strategy.pseudo_gradient(Upload(change))
         with torch.no_grad():
-            server.optimizer.zero_grad(set_to_none=True)
+            server.zero_grad()
             for name, gradient in gradients.items():
                 getattr(server, name).grad = gradient.detach()
-            if item_gradient is not None:
-                if server.item_table.grad is None:
-                    server.item_table.grad = item_gradient
-                else:
-                    server.item_table.grad += item_gradient
-        server.optimizer.step()
+        server.apply(item_gradient)
     return final
+
+
+def unlearn(job: UnlearningJob) -> UnlearningResult:
+    """Roll back and replay, with the affected server rows (and, for a delete, clients) computed fresh."""
+    cleaned = clean_server(job)
+    train = job.interactions.part("train")
+    still_on_device = job.pairs.merge(train[["user", "item"]], on=["user", "item"], how="left", indicator=True)
+    deleted = still_on_device.loc[still_on_device["_merge"] == "left_only", "user"].unique()
+    replayed = replay(job.model, job.update_log, cleaned.node_users, cleaned.node_items,
+                      torch.as_tensor(deleted, dtype=torch.long), generator=cleaned.generator, **job.options)
+    # The log is not carried over: its rounds still hold the unshared edges' influence.
+    return cleaned.result(job.model, replayed, storage_bytes=job.update_log.bytes_on_disk())

@@ -36,7 +36,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import synthetic_raw
 
 REPO = Path(__file__).resolve().parent.parent
@@ -215,7 +214,7 @@ def test_compose_wiring_mlflow_prefect_and_the_flows(compose):
     allowed = next(w.split("=", 1)[1] for w in words if w.startswith("--allowed-hosts=")).split(",")
     assert any(fnmatch("mlflow:5000", host) if "*" in host else host == "mlflow:5000" for host in allowed), \
         f"MLflow would answer 403 to the stack's clients (Host: mlflow:5000); allowed: {allowed}"
-    assert f"mb --ignore-existing \"store/$MLFLOW_BUCKET\"" in " ".join(command_words(services["minio-init"]))
+    assert "mb --ignore-existing \"store/$MLFLOW_BUCKET\"" in " ".join(command_words(services["minio-init"]))
     dockerfile = (DOCKER / "mlflow.Dockerfile").read_text()
     assert f"MLFLOW_VERSION={requirement_pin('mlflow')}" in dockerfile
     assert "psycopg2-binary==" in dockerfile and "boto3==" in dockerfile

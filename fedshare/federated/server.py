@@ -1,0 +1,148 @@
+"""The server: a LightGCN graph learner over the shared graph, and the federated item table Q that the
+clients train through the aggregation strategy.  Everything it holds is built from a SharedGraph and from
+aggregated client uploads."""
+
+from __future__ import annotations
+
+import torch
+
+from fedshare.config import FederatedConfig, ModelConfig
+from fedshare.data.sharing import SharedGraph
+from fedshare.federated.aggregation import FedAdam
+from fedshare.federated.chunking import interaction_chunk
+from fedshare.federated.messages import Broadcast, RoundObserver, Upload
+from fedshare.model.lightgcn import lightgcn, normalized_adjacency
+from fedshare.model.losses import chunked_mean_bpr, info_nce, weighted_square_norm
+from fedshare.model.sampling import sample_negatives
+
+SERVER_TABLES = ("graph_users", "graph_items", "item_table")  # everything the server learns
+
+
+class Server:
+    """The server's whole state.  Its only interaction data is ``self.graph`` (shared edges)."""
+
+    def __init__(self, graph: SharedGraph, model: ModelConfig, federated: FederatedConfig,
+                 generator: torch.Generator, device: torch.device, use_graph: bool, train_item_table: bool):
+        self.model = model
+        self.device = device
+        self.edge_chunk = interaction_chunk(federated, device)  # shared edges per chunk of the graph loss
+        self.generator = generator
+        self.use_graph = use_graph and graph.n_edges > 0
+        self.set_graph(graph)
+
+        def init(rows: int) -> torch.Tensor:
+            values = torch.randn(rows, model.dim, generator=generator, device=device) * model.init_std
+            return values.requires_grad_()
+
+        self.item_table = init(graph.n_items)      # local view of items, trained by the clients
+        self.graph_users = init(graph.n_users)     # server-side embeddings of the LightGCN
+        self.graph_items = init(graph.n_items)
+        # Two learners with the same Adam settings: the graph learner on its own embeddings, and the
+        # aggregation strategy on Q (which the alignment term also reaches through Q's gradient).
+        self.graph_optimizer = (torch.optim.Adam([self.graph_users, self.graph_items], lr=federated.server_lr)
+                                if self.use_graph else None)
+        self.strategy = FedAdam(self.item_table, federated.local_lr, federated.server_lr) if train_item_table else None
+
+    def set_graph(self, graph: SharedGraph) -> None:
+        """Take a (new) shared graph: the edges, their keys and the normalized adjacency.
+
+        Used at construction and when unsharing removes edges; the embeddings are kept.
+        """
+        device = self.device
+        self.graph = SharedGraph(graph.users.to(device), graph.items.to(device), graph.n_users, graph.n_items)
+        self.shared_keys = torch.sort(self.graph.users * graph.n_items + self.graph.items).values
+        self.adjacency = normalized_adjacency(self.graph.users, self.graph.items, graph.n_users, graph.n_items)
+        self.items_in_graph = torch.unique(self.graph.items)
+
+    # -- one round -------------------------------------------------------------------------------
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        if not self.use_graph:
+            return None, None
+        return lightgcn(self.graph_users, self.graph_items, self.adjacency, self.model.server_layers)
+
+    def broadcast(self, global_users: torch.Tensor | None, global_items: torch.Tensor | None) -> Broadcast:
+        detach = lambda t: None if t is None else t.detach()  # noqa: E731
+        return Broadcast(self.item_table.detach(), detach(global_items), detach(global_users))
+
+    def step(self, upload: Upload | None, global_users: torch.Tensor | None, global_items: torch.Tensor | None,
+             alignment_weight: float, extra_loss: torch.Tensor | None = None,
+             observer: RoundObserver | None = None) -> dict[str, float]:
+        """One Adam step on the graph embeddings and one FedAdam step on Q; returns the loss terms for logging.
+
+        ``extra_loss`` (e.g. the contrastive unlearning term) is added to the graph loss.  The
+        ``observer`` sees the gradients of the server's own loss, before the clients' part is added
+        (the FRU update log records them).
+        """
+        if self.graph_optimizer is None and self.strategy is None:
+            return {}
+        self.zero_grad()
+        logs: dict[str, float] = {}
+        if self.use_graph:
+            loss = self.graph_bpr_loss(global_users, global_items)
+            logs["server_bpr"] = loss.item()
+            if alignment_weight > 0:
+                align = self.alignment_loss(global_items)
+                logs["align_items"] = align.item()
+                loss = loss + alignment_weight * align
+            if extra_loss is not None:
+                logs["extra"] = extra_loss.item()
+                loss = loss + extra_loss
+            loss.backward()
+        if observer is not None:
+            observer.add_server({name: getattr(self, name).grad for name in SERVER_TABLES})
+        pseudo_gradient = None
+        if upload is not None and self.strategy is not None:
+            pseudo_gradient = self.strategy.pseudo_gradient(upload)
+        self.apply(pseudo_gradient)
+        return logs
+
+    def zero_grad(self) -> None:
+        if self.graph_optimizer is not None:
+            self.graph_optimizer.zero_grad(set_to_none=True)
+        if self.strategy is not None:
+            self.strategy.zero_grad()
+
+    def apply(self, item_pseudo_gradient: torch.Tensor | None) -> None:
+        """Step both learners on the gradients their tables hold (plus the clients' pseudo-gradient on Q)."""
+        if self.graph_optimizer is not None:
+            self.graph_optimizer.step()
+        if self.strategy is not None:
+            self.strategy.step(item_pseudo_gradient)
+
+    def reset_optimizers(self) -> None:
+        """Fresh Adam states with the same settings (FRU's rollback to round 0)."""
+        if self.graph_optimizer is not None:
+            optimizer = self.graph_optimizer
+            self.graph_optimizer = type(optimizer)(optimizer.param_groups[0]["params"], **optimizer.defaults)
+        if self.strategy is not None:
+            self.strategy.reset()
+
+    def graph_bpr_loss(self, global_users: torch.Tensor, global_items: torch.Tensor) -> torch.Tensor:
+        """BPR on every shared edge with one sampled negative (not a shared positive of that user)."""
+        users, items = self.graph.users, self.graph.items
+        negatives = sample_negatives(users, self.graph.n_items, 1, self.shared_keys, self.generator)[:, 0]
+        loss = chunked_mean_bpr(global_users, global_items, users, items, negatives, self.edge_chunk)
+        # L2 on the layer-0 embeddings of every (user, positive, negative) triple, LightGCN-style.
+        l2 = (weighted_square_norm(self.graph_users, users) + weighted_square_norm(self.graph_items, items)
+              + weighted_square_norm(self.graph_items, negatives)) / (2 * users.numel())
+        return loss + self.model.server_l2 * l2
+
+    def alignment_loss(self, global_items: torch.Tensor) -> torch.Tensor:
+        """InfoNCE between each item's local view q_i and global view g_i, on a random item batch."""
+        candidates = self.items_in_graph
+        if candidates.numel() > self.model.align_batch:
+            pick = torch.randperm(candidates.numel(), generator=self.generator, device=self.device)
+            candidates = candidates[pick[: self.model.align_batch]]
+        global_view = global_items[candidates]
+        if self.model.align_direction == "local_to_global":  # the graph view is the teacher
+            global_view = global_view.detach()
+        return info_nce(self.item_table[candidates], global_view, self.model.temperature)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"item_table": self.item_table.detach().clone(), "graph_users": self.graph_users.detach().clone(),
+                "graph_items": self.graph_items.detach().clone()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, value in state.items():
+                getattr(self, name).copy_(value.to(self.device))

@@ -1,0 +1,1 @@
+"""The state folder of the served model: model store, request journal, inbox, fault points."""

@@ -1,0 +1,115 @@
+"""The state folder of the served model: CURRENT, the model folders, promotion and retention."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fedshare.config import Config
+from fedshare.errors import DataError
+from fedshare.mlops.versioning import version_masks
+from fedshare.service.journal import APPLIED, RequestJournal, state_lock
+from fedshare.storage import atomic_write_bytes, atomic_write_json
+
+
+class ModelStore:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.models = self.folder / "models"
+        self.journal = RequestJournal(self.folder / "journal.jsonl")
+        self.events_file = self.folder / "events.json"
+
+    def current(self) -> Path | None:
+        pointer = self.folder / "CURRENT"
+        if not pointer.exists():
+            return None
+        return self.models / pointer.read_text().strip()
+
+    def require_current(self) -> Path:
+        current = self.current()
+        if current is None or not current.exists():
+            raise DataError(f"{self.folder} holds no model yet; run the training flow (or `fedshare train --state {self.folder}`)")
+        return current
+
+    def _next_name(self) -> str:
+        numbers = [int(p.name) for p in self.models.glob("[0-9]*") if p.name.isdigit()] if self.models.exists() else []
+        return f"{max(numbers, default=-1) + 1:04d}"
+
+    def staging(self) -> Path:
+        """A fresh temporary folder for the next model (renamed into place by ``commit``)."""
+        path = self.models / f".tmp-{self._next_name()}"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    def commit(self, staged: Path) -> Path:
+        """Rename a staged model into place and make it CURRENT."""
+        final = self.models / staged.name.removeprefix(".tmp-")
+        staged.rename(final)
+        atomic_write_bytes(self.folder / "CURRENT", final.name.encode())
+        return final
+
+    def adopt(self, run_dir: Path) -> Path:
+        """Copy a training run in as the new CURRENT model."""
+        staged = self.staging()
+        shutil.copytree(run_dir, staged, dirs_exist_ok=True)
+        return self.commit(staged)
+
+    def recover(self) -> None:
+        """Finish what a killed process left: drop half-written models, complete the journal."""
+        if self.models.exists():
+            for partial in self.models.glob(".tmp-*"):
+                shutil.rmtree(partial, ignore_errors=True)
+        current = self.current()
+        if current is not None:
+            self.purge_superseded()  # killed after the switch to CURRENT but before the purge
+        applied_file = current / "applied.csv" if current else None
+        if applied_file is None or not applied_file.exists():
+            return
+        states = self.journal.states()
+        done_here = set(pd.read_csv(applied_file, dtype=str, keep_default_na=False)["request_id"])
+        finish = [rid for rid, state in states.items() if state != APPLIED and rid in done_here]
+        self.journal.record_applied(finish, current.name)
+        if finish:  # killed before the masks were versioned
+            version_masks(self.folder, current / "masks.parquet")
+
+    def purge_superseded(self) -> list[str]:
+        """Delete every model folder but CURRENT: older ones hold interactions users have unshared."""
+        current = self.current()
+        removed = []
+        for folder in sorted(self.models.iterdir()) if self.models.exists() else []:
+            if folder.is_dir() and (current is None or folder.name != current.name):
+                shutil.rmtree(folder)
+                removed.append(folder.name)
+        return removed
+
+    def events(self) -> list[dict[str, Any]]:
+        return json.loads(self.events_file.read_text()) if self.events_file.exists() else []
+
+    def add_event(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        events = self.events() + [event]
+        atomic_write_json(self.events_file, events)
+        return events
+
+
+def publish(config: Config, state: str | Path, run_dir: str | Path) -> bool:
+    """Make a training run the served model when it beats CURRENT on the validation metric."""
+
+    store = ModelStore(state)
+    metric = config.eval.metric
+    new_value = json.loads((Path(run_dir) / "metrics.json").read_text())["valid"][metric]
+    with state_lock(store.folder):
+        current = store.current()
+        if current is not None and (current / "metrics.json").exists():
+            old = json.loads((current / "metrics.json").read_text())
+            old_value = old.get("valid", {}).get(metric, old.get(metric))
+            if old_value is not None and old_value >= new_value:
+                return False
+        served = store.adopt(Path(run_dir))
+        version_masks(store.folder, served / "masks.parquet")
+        store.purge_superseded()
+    return True
