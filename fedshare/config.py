@@ -82,6 +82,7 @@ class FederatedConfig:
     implementation: str = "vectorized"
     sampler: str = "stream"
     chunk_interactions: int | str = "auto"
+    server_batch: int = 0
 
 
 @dataclass
@@ -162,6 +163,7 @@ class Config:
             (self.federated.chunk_interactions == "auto"
              or isinstance(self.federated.chunk_interactions, int) and self.federated.chunk_interactions >= 0,
              "federated.chunk_interactions must be auto or an integer >= 0 (0: no chunks)"),
+            (self.federated.server_batch >= 0, "federated.server_batch must be an integer >= 0 (0: full batch)"),
             (self.run.backend in ("local", "ray"), f"run.backend must be local or ray, got {self.run.backend!r}"),
             (self.run.shards >= 1, "run.shards must be >= 1"),
             (self.run.backend != "ray" or self.federated.sampler == "counter",

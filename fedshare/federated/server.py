@@ -26,6 +26,7 @@ class Server:
         self.model = model
         self.device = device
         self.edge_chunk = interaction_chunk(federated, device)  # shared edges per chunk of the graph loss
+        self.batch_edges = federated.server_batch  # shared edges per graph-learner step; 0 = all
         self.generator = generator
         self.use_graph = use_graph and graph.n_edges > 0
         self.set_graph(graph)
@@ -67,18 +68,41 @@ class Server:
     def step(self, upload: Upload | None, global_users: torch.Tensor | None, global_items: torch.Tensor | None,
              alignment_weight: float, extra_loss: torch.Tensor | None = None,
              observer: RoundObserver | None = None) -> dict[str, float]:
-        """One Adam step on the graph embeddings and one FedAdam step on Q; returns the loss terms for logging.
+        """One FedAdam step on Q and one epoch of the graph learner; returns the loss terms for logging.
 
-        ``extra_loss`` (e.g. the contrastive unlearning term) is added to the graph loss.  The
-        ``observer`` sees the gradients of the server's own loss, before the clients' part is added
-        (the FRU update log records them).
+        The graph learner's epoch is one Adam step on all shared edges (``federated.server_batch: 0``)
+        or one step per mini-batch of that many edges, in a random order, each on a fresh
+        propagation (LightGCN's own regime: far more steps per pass over the data).  The first step
+        reuses this round's propagation and carries the alignment and ``extra_loss`` (e.g. the
+        contrastive unlearning term) and Q's step.  The ``observer`` sees the gradients of that first
+        step's loss, before the clients' part is added (the FRU update log records them).
         """
         if self.graph_optimizer is None and self.strategy is None:
             return {}
+        batches = self.edge_batches()
+        logs = self.first_step(batches[0], upload, global_users, global_items, alignment_weight, extra_loss, observer)
+        for edges in batches[1:]:
+            self.graph_optimizer.zero_grad(set_to_none=True)
+            global_users, global_items = self.propagate()
+            self.graph_bpr_loss(global_users, global_items, edges).backward()
+            self.graph_optimizer.step()
+        return logs
+
+    def edge_batches(self) -> list[torch.Tensor | None]:
+        """The shared edges of this epoch's steps: ``[None]`` (all at once) or a shuffled split."""
+        size, n_edges = self.batch_edges, self.graph.n_edges
+        if size <= 0 or size >= n_edges or not self.use_graph:
+            return [None]
+        order = torch.randperm(n_edges, generator=self.generator, device=self.device)
+        return list(order.split(size))
+
+    def first_step(self, edges: torch.Tensor | None, upload: Upload | None, global_users: torch.Tensor | None,
+                   global_items: torch.Tensor | None, alignment_weight: float, extra_loss: torch.Tensor | None,
+                   observer: RoundObserver | None) -> dict[str, float]:
         self.zero_grad()
         logs: dict[str, float] = {}
         if self.use_graph:
-            loss = self.graph_bpr_loss(global_users, global_items)
+            loss = self.graph_bpr_loss(global_users, global_items, edges)
             logs["server_bpr"] = loss.item()
             if alignment_weight > 0:
                 align = self.alignment_loss(global_items)
@@ -117,9 +141,13 @@ class Server:
         if self.strategy is not None:
             self.strategy.reset()
 
-    def graph_bpr_loss(self, global_users: torch.Tensor, global_items: torch.Tensor) -> torch.Tensor:
-        """BPR on every shared edge with one sampled negative (not a shared positive of that user)."""
+    def graph_bpr_loss(self, global_users: torch.Tensor, global_items: torch.Tensor,
+                       edges: torch.Tensor | None = None) -> torch.Tensor:
+        """BPR on the shared edges (all, or the positions ``edges``) with one sampled negative each
+        (not a shared positive of that user)."""
         users, items = self.graph.users, self.graph.items
+        if edges is not None:
+            users, items = users[edges], items[edges]
         negatives = sample_negatives(users, self.graph.n_items, 1, self.shared_keys, self.generator)[:, 0]
         loss = chunked_mean_bpr(global_users, global_items, users, items, negatives, self.edge_chunk)
         # L2 on the layer-0 embeddings of every (user, positive, negative) triple, LightGCN-style.
