@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load data, split it per user, draw the sharing masks, train with the federated engine, "
                     "evaluate with full ranking on the test split and write RUN_DIR.",
         epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--dataset", help="ml-100k, ml-1m, or a path to a CSV/TSV/Parquet file of interactions "
+    train.add_argument("--dataset", help="ml-100k, ml-1m, gowalla, a path to a CSV/TSV/Parquet file of interactions, "
+                                         "or a folder with train.txt and test.txt (LightGCN layout) "
                                          "(default: data.dataset in params.yaml)")
-    train.add_argument("--data-dir", help="folder laid out like ../shared/data (ml-100k/u.data, ml-1m/ratings.dat); "
+    train.add_argument("--data-dir", help="folder laid out like ../shared/data (ml-100k/u.data, ml-1m/ratings.dat, gowalla/train.txt and test.txt); "
                                           "default: $FEDSHARE_DATA_DIR, else download from GroupLens into "
                                           "~/.cache/fedshare with a checksum check")
     train.add_argument("--method", choices=METHODS,
@@ -114,9 +115,10 @@ def add_pipeline_commands(commands) -> None:
     """The DVC stages and the unlearning inbox: one command per stage."""
     fetch = commands.add_parser(
         "fetch", help="copy a known dataset into a DVC-tracked folder (data/)",
-        description="Copy ml-100k or ml-1m from --data-dir / $FEDSHARE_DATA_DIR (else download from GroupLens with "
-                    "a checksum) into DIR, laid out like ../shared/data.  data.dvc tracks data/.")
-    fetch.add_argument("--dataset", default="ml-100k", help="ml-100k or ml-1m (default ml-100k)")
+        description="Copy ml-100k, ml-1m or gowalla from --data-dir / $FEDSHARE_DATA_DIR (else download from "
+                    "GroupLens, or LightGCN-PyTorch for gowalla, with a checksum) into DIR, laid out like "
+                    "../shared/data.  data.dvc tracks data/.")
+    fetch.add_argument("--dataset", default="ml-100k", help="ml-100k, ml-1m or gowalla (default ml-100k)")
     fetch.add_argument("--data-dir", help="source folder (default: $FEDSHARE_DATA_DIR, else cache/download)")
     fetch.add_argument("--to", default="data", metavar="DIR", help="target folder (default data)")
     fetch.set_defaults(handler=run_fetch)
