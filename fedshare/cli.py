@@ -32,76 +32,124 @@ Defaults come from params.yaml; every key there can be changed with --set sectio
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fedshare",
-        description="Federated recommendation with personalized data sharing (and unsharing).")
+        prog="fedshare", description="Federated recommendation with personalized data sharing (and unsharing)."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train a model and write a run directory",
+        "train",
+        help="train a model and write a run directory",
         description="Load data, split it per user, draw the sharing masks, train with the federated engine, "
-                    "evaluate with full ranking on the test split and write RUN_DIR.",
-        epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--dataset", help="ml-100k, ml-1m, gowalla, a path to a CSV/TSV/Parquet file of interactions, "
-                                         "or a folder with train.txt and test.txt (LightGCN layout) "
-                                         "(default: data.dataset in params.yaml)")
-    train.add_argument("--data-dir", help="folder laid out like ../shared/data (ml-100k/u.data, ml-1m/ratings.dat, gowalla/train.txt and test.txt); "
-                                          "default: $FEDSHARE_DATA_DIR, else download from GroupLens into "
-                                          "~/.cache/fedshare with a checksum check")
-    train.add_argument("--method", choices=METHODS,
-                       help="fedshare: clients + server graph of shared data + contrastive alignment; "
-                            "local: nobody shares (FedRec baseline); central: LightGCN on all data (ceiling)")
-    train.add_argument("--sharing", metavar="POLICY",
-                       help="how much each user shares: none, all, mixed (1/3 each at 0, 0.5, 1), uniform "
-                            "(rho ~ U[0,1]), a number in [0,1], or file (with --set sharing.file=PATH)")
+        "evaluate with full ranking on the test split and write RUN_DIR.",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument(
+        "--dataset",
+        help="ml-100k, ml-1m, gowalla, a path to a CSV/TSV/Parquet file of interactions, "
+        "or a folder with train.txt and test.txt (LightGCN layout) "
+        "(default: data.dataset in params.yaml)",
+    )
+    train.add_argument(
+        "--data-dir",
+        help="folder laid out like ../shared/data (ml-100k/u.data, ml-1m/ratings.dat, gowalla/train.txt and test.txt); "
+        "default: $FEDSHARE_DATA_DIR, else download from GroupLens into "
+        "~/.cache/fedshare with a checksum check",
+    )
+    train.add_argument(
+        "--method",
+        choices=METHODS,
+        help="fedshare: clients + server graph of shared data + contrastive alignment; "
+        "local: nobody shares (FedRec baseline); central: LightGCN on all data (ceiling)",
+    )
+    train.add_argument(
+        "--sharing",
+        metavar="POLICY",
+        help="how much each user shares: none, all, mixed (1/3 each at 0, 0.5, 1), uniform "
+        "(rho ~ U[0,1]), a number in [0,1], or file (with --set sharing.file=PATH)",
+    )
     train.add_argument("--seed", type=int, help="seed of the split, the masks and training")
     train.add_argument("--device", help="cpu or cuda")
     train.add_argument("--rounds", type=int, help="maximum number of federated rounds (federated.rounds)")
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
-    train.add_argument("--prepared", metavar="DIR", help="start from `fedshare prepare` output instead of loading the data")
+    train.add_argument(
+        "--prepared", metavar="DIR", help="start from `fedshare prepare` output instead of loading the data"
+    )
     train.add_argument("--masks", metavar="FILE", help="start from `fedshare share` masks instead of drawing them")
-    train.add_argument("--backend", choices=("local", "ray"),
-                       help="local: every client simulated in this process (default); ray: clients split into "
-                            "--shards shards, one Ray actor each, the server in this process (run.backend). "
-                            "ray needs --set federated.sampler=counter, whose negatives do not depend on how clients "
-                            "are grouped; train the local run you compare with with it too")
-    train.add_argument("--ray-address", metavar="ADDR",
-                       help="with --backend ray: the Ray cluster to join (auto, or HOST:6379; ray:// would need ray[client]); "
-                            "default: start a local Ray instance (run.ray_address)")
-    train.add_argument("--shards", type=int, metavar="N", help="with --backend ray: number of client shards (run.shards)")
-    train.add_argument("--state", metavar="DIR", help="then serve the run from this state folder if it beats the current "
-                                                      "model on validation (what the unlearning flow works on)")
+    train.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        help="local: every client simulated in this process (default); ray: clients split into "
+        "--shards shards, one Ray actor each, the server in this process (run.backend). "
+        "ray needs --set federated.sampler=counter, whose negatives do not depend on how clients "
+        "are grouped; train the local run you compare with with it too",
+    )
+    train.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --backend ray: the Ray cluster to join (auto, or HOST:6379; ray:// would need ray[client]); "
+        "default: start a local Ray instance (run.ray_address)",
+    )
+    train.add_argument(
+        "--shards", type=int, metavar="N", help="with --backend ray: number of client shards (run.shards)"
+    )
+    train.add_argument(
+        "--state",
+        metavar="DIR",
+        help="then serve the run from this state folder if it beats the current "
+        "model on validation (what the unlearning flow works on)",
+    )
     add_config_arguments(train)
     train.set_defaults(handler=run_train)
 
     requests = commands.add_parser(
-        "make-requests", help="draw a random unsharing request file from a run",
+        "make-requests",
+        help="draw a random unsharing request file from a run",
         description="Pick a fraction of the run's sharing users and write requests.csv "
-                    "(request_id,user_id,item_id; an empty item_id means all of that user's shared items).")
+        "(request_id,user_id,item_id; an empty item_id means all of that user's shared items).",
+    )
     requests.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory written by `fedshare train`")
-    requests.add_argument("--fraction", type=float, default=0.1, help="fraction of sharing users who unshare (default 0.1)")
-    requests.add_argument("--scope", choices=("all", "partial"), default="all",
-                          help="all: each chosen user unshares everything shared; partial: half of it")
+    requests.add_argument(
+        "--fraction", type=float, default=0.1, help="fraction of sharing users who unshare (default 0.1)"
+    )
+    requests.add_argument(
+        "--scope",
+        choices=("all", "partial"),
+        default="all",
+        help="all: each chosen user unshares everything shared; partial: half of it",
+    )
     requests.add_argument("--seed", type=int, default=0)
     requests.add_argument("--out", required=True, metavar="FILE", help="CSV file to write")
     requests.set_defaults(handler=run_make_requests)
 
     unshare = commands.add_parser(
-        "unshare", help="apply unsharing requests to a run and remove their influence",
+        "unshare",
+        help="apply unsharing requests to a run and remove their influence",
         description="Validate the requests against the run's masks (rejected rows go to OUT_DIR/rejections.csv), "
-                    "make the pairs private again (or delete them with --mode delete), unlearn, evaluate, and write "
-                    "OUT_DIR/unlearning.json plus a run directory that unshare can start from again.",
+        "make the pairs private again (or delete them with --mode delete), unlearn, evaluate, and write "
+        "OUT_DIR/unlearning.json plus a run directory that unshare can start from again.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  fedshare make-requests --run runs/a --fraction 0.1 --out requests.csv\n"
-               "  fedshare unshare --run runs/a --requests requests.csv --method contrastive --compare-retrain --out runs/a-u1")
+        "  fedshare unshare --run runs/a --requests requests.csv --method contrastive --compare-retrain \\\n"
+        "      --out runs/a-u1",
+    )
     unshare.add_argument("--run", required=True, metavar="RUN_DIR", help="a fedshare run directory")
     source = unshare.add_mutually_exclusive_group(required=True)
     source.add_argument("--requests", metavar="FILE", help="CSV with request_id,user_id,item_id (raw dataset IDs)")
     source.add_argument("--fraction", type=float, help="draw requests for this fraction of sharing users instead")
-    unshare.add_argument("--scope", choices=("all", "partial"), default="all", help="with --fraction: what they unshare")
+    unshare.add_argument(
+        "--scope", choices=("all", "partial"), default="all", help="with --fraction: what they unshare"
+    )
     unshare.add_argument("--method", default="contrastive", choices=tuple(UNLEARNING_METHODS), help=methods_help())
-    unshare.add_argument("--mode", choices=("unshare", "delete"), default="unshare",
-                         help="unshare: the data stays on the device as private; delete: it leaves the device too")
-    unshare.add_argument("--compare-retrain", action="store_true", help="also retrain from scratch and report it under 'retrain'")
+    unshare.add_argument(
+        "--mode",
+        choices=("unshare", "delete"),
+        default="unshare",
+        help="unshare: the data stays on the device as private; delete: it leaves the device too",
+    )
+    unshare.add_argument(
+        "--compare-retrain", action="store_true", help="also retrain from scratch and report it under 'retrain'"
+    )
     unshare.add_argument("--seed", type=int, help="seed (default: the run's)")
     unshare.add_argument("--out", required=True, metavar="OUT_DIR")
     unshare.set_defaults(handler=run_unshare)
@@ -114,33 +162,44 @@ def build_parser() -> argparse.ArgumentParser:
 def add_pipeline_commands(commands) -> None:
     """The DVC stages and the unlearning inbox: one command per stage."""
     fetch = commands.add_parser(
-        "fetch", help="copy a known dataset into a DVC-tracked folder (data/)",
+        "fetch",
+        help="copy a known dataset into a DVC-tracked folder (data/)",
         description="Copy ml-100k, ml-1m or gowalla from --data-dir / $FEDSHARE_DATA_DIR (else download from "
-                    "GroupLens, or LightGCN-PyTorch for gowalla, with a checksum) into DIR, laid out like "
-                    "../shared/data.  data.dvc tracks data/.")
+        "GroupLens, or LightGCN-PyTorch for gowalla, with a checksum) into DIR, laid out like "
+        "../shared/data.  data.dvc tracks data/.",
+    )
     fetch.add_argument("--dataset", default="ml-100k", help="ml-100k, ml-1m or gowalla (default ml-100k)")
     fetch.add_argument("--data-dir", help="source folder (default: $FEDSHARE_DATA_DIR, else cache/download)")
     fetch.add_argument("--to", default="data", metavar="DIR", help="target folder (default data)")
     fetch.set_defaults(handler=run_fetch)
 
-    prepare = commands.add_parser("prepare", help="load, clean and split the data (DVC stage)",
-                                  description="Read the dataset, map raw IDs to indices, split per user; writes "
-                                              "OUT/interactions.parquet and OUT/prepare.json.")
+    prepare = commands.add_parser(
+        "prepare",
+        help="load, clean and split the data (DVC stage)",
+        description="Read the dataset, map raw IDs to indices, split per user; writes "
+        "OUT/interactions.parquet and OUT/prepare.json.",
+    )
     prepare.add_argument("--dataset")
     prepare.add_argument("--data-dir")
     prepare.add_argument("--out", required=True, metavar="DIR")
     add_config_arguments(prepare, quiet=False)
     prepare.set_defaults(handler=run_prepare)
 
-    validate = commands.add_parser("validate", help="Great Expectations checks on prepared data (DVC stage)",
-                                   description="Validate OUT of `fedshare prepare`; exit code 2 and a short report on failure.")
+    validate = commands.add_parser(
+        "validate",
+        help="Great Expectations checks on prepared data (DVC stage)",
+        description="Validate OUT of `fedshare prepare`; exit code 2 and a short report on failure.",
+    )
     validate.add_argument("--prepared", required=True, metavar="DIR")
     validate.add_argument("--report", metavar="FILE", help="write the report as JSON")
     validate.set_defaults(handler=run_validate)
 
-    share = commands.add_parser("share", help="draw and validate the sharing masks (DVC stage)",
-                                description="Draw each user's sharing mask from sharing.policy; with --state, also "
-                                            "replay the unshare requests already applied there, so consent stays withdrawn.")
+    share = commands.add_parser(
+        "share",
+        help="draw and validate the sharing masks (DVC stage)",
+        description="Draw each user's sharing mask from sharing.policy; with --state, also "
+        "replay the unshare requests already applied there, so consent stays withdrawn.",
+    )
     share.add_argument("--prepared", required=True, metavar="DIR")
     share.add_argument("--sharing", metavar="POLICY")
     share.add_argument("--state", metavar="DIR", help="state folder whose request journal to respect")
@@ -148,29 +207,38 @@ def add_pipeline_commands(commands) -> None:
     add_config_arguments(share, quiet=False)
     share.set_defaults(handler=run_share)
 
-    evaluate = commands.add_parser("evaluate", help="full-ranking evaluation of saved runs (DVC stage)",
-                                   description="Re-evaluate each RUN_DIR on test; writes OUT/summary.json and "
-                                               "OUT/validation_curve.json (for `dvc plots`).")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="full-ranking evaluation of saved runs (DVC stage)",
+        description="Re-evaluate each RUN_DIR on test; writes OUT/summary.json and "
+        "OUT/validation_curve.json (for `dvc plots`).",
+    )
     evaluate.add_argument("--run", action="append", required=True, metavar="RUN_DIR", dest="runs")
     evaluate.add_argument("--out", required=True, metavar="DIR")
     evaluate.set_defaults(handler=run_evaluate)
 
     inbox = commands.add_parser(
-        "process-inbox", help="apply the request files dropped in the inbox to the served model",
+        "process-inbox",
+        help="apply the request files dropped in the inbox to the served model",
         description="For each CSV in the inbox (request_id,user_id,item_id; files named delete*.csv are delete "
-                    "requests): check it, journal the accepted requests, unlearn, log the event to MLflow, move the "
-                    "file to processed/ with its rejections.  What the unlearning flow and its schedule run.")
+        "requests): check it, journal the accepted requests, unlearn, log the event to MLflow, move the "
+        "file to processed/ with its rejections.  What the unlearning flow and its schedule run.",
+    )
     inbox.add_argument("--state", help="state folder (default requests.state)")
     inbox.add_argument("--inbox", help="inbox folder (default requests.inbox)")
-    inbox.add_argument("--method", choices=tuple(UNLEARNING_METHODS), help="unlearning method (default unlearning.method)")
+    inbox.add_argument(
+        "--method", choices=tuple(UNLEARNING_METHODS), help="unlearning method (default unlearning.method)"
+    )
     add_config_arguments(inbox, quiet=False)
     inbox.set_defaults(handler=run_process_inbox)
 
     purge = commands.add_parser(
-        "purge", help="delete superseded copies that still hold withdrawn data",
+        "purge",
+        help="delete superseded copies that still hold withdrawn data",
         description="Delete model folders other than CURRENT, DVC mask versions other than the served one, and MLflow "
-                    "model versions registered before the last unlearning event, once older than "
-                    "requests.retention_days (0: at once).  The unlearning flow runs this after every event.")
+        "model versions registered before the last unlearning event, once older than "
+        "requests.retention_days (0: at once).  The unlearning flow runs this after every event.",
+    )
     purge.add_argument("--state", help="state folder (default requests.state)")
     add_config_arguments(purge, quiet=False)
     purge.set_defaults(handler=run_purge)
@@ -178,8 +246,14 @@ def add_pipeline_commands(commands) -> None:
 
 def add_config_arguments(parser: argparse.ArgumentParser, quiet: bool = True) -> None:
     parser.add_argument("--config", metavar="FILE", help="parameters file (default: params.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override one parameter, e.g. --set model.dim=32 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override one parameter, e.g. --set model.dim=32 (repeatable)",
+    )
     if quiet:
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -192,22 +266,40 @@ def config_from(args: argparse.Namespace, flags: dict[str, object] | None = None
 def run_train(args: argparse.Namespace) -> int:
     from fedshare.stages import train_stage
 
-    config = config_from(args, {"data.dataset": args.dataset, "data.data_dir": args.data_dir, "run.method": args.method,
-                                 "sharing.policy": args.sharing, "run.seed": args.seed, "run.device": args.device,
-                                 "federated.rounds": args.rounds, "run.backend": args.backend,
-                                 "run.ray_address": args.ray_address, "run.shards": args.shards})
-    metrics = train_stage(config, Path(args.out), progress=not args.quiet, prepared_dir=args.prepared,
-                          masks_path=args.masks)
+    config = config_from(
+        args,
+        {
+            "data.dataset": args.dataset,
+            "data.data_dir": args.data_dir,
+            "run.method": args.method,
+            "sharing.policy": args.sharing,
+            "run.seed": args.seed,
+            "run.device": args.device,
+            "federated.rounds": args.rounds,
+            "run.backend": args.backend,
+            "run.ray_address": args.ray_address,
+            "run.shards": args.shards,
+        },
+    )
+    metrics = train_stage(
+        config, Path(args.out), progress=not args.quiet, prepared_dir=args.prepared, masks_path=args.masks
+    )
     print(summary_line(metrics))
     if config.run.backend == "ray":
         last = (json.loads((Path(args.out) / "history.json").read_text()) or [{}])[-1]
-        print(f"ray: {last.get('net/shards', 0):.0f} shards, per shard and round {last.get('net/down_bytes_per_shard', 0):,.0f} "
-              f"bytes down, {last.get('net/up_bytes_per_shard', 0):,.0f} up (history.json net/*)")
+        print(
+            f"ray: {last.get('net/shards', 0):.0f} shards, per shard and round "
+            f"{last.get('net/down_bytes_per_shard', 0):,.0f} bytes down, "
+            f"{last.get('net/up_bytes_per_shard', 0):,.0f} up (history.json net/*)"
+        )
     print(f"wrote {Path(args.out) / 'metrics.json'}")
     if "tracking" in metrics:
         tracked = metrics["tracking"]
-        print(f"MLflow: run {tracked['run_id']} in {tracked['experiment']}, model version {tracked['model_version']}"
-              f"{' (champion)' if tracked['champion'] else ''}; browse with: mlflow ui --backend-store-uri {tracked['tracking_uri']}")
+        print(
+            f"MLflow: run {tracked['run_id']} in {tracked['experiment']}, model version {tracked['model_version']}"
+            f"{' (champion)' if tracked['champion'] else ''}; "
+            f"browse with: mlflow ui --backend-store-uri {tracked['tracking_uri']}"
+        )
     if args.state:
         from fedshare.service.model_store import publish
 
@@ -229,14 +321,28 @@ def run_unshare(args: argparse.Namespace) -> int:
 
     if args.config:
         raise ConfigError("unshare uses the run's own config.yaml; change single values with --set")
-    metrics = unshare_stage(args.run, args.out, args.method, args.requests, args.fraction, args.scope, args.mode,
-                            args.compare_retrain, args.seed, overrides=args.overrides)
-    print(f"{metrics['method']}: {metrics['requests']} requests ({metrics['rejected']} rejected), "
-          f"{metrics['unshared_interactions']} interactions, recall@20 {metrics['recall@20']:.4f}, "
-          f"MIA AUC {metrics['mia_auc']:.3f}, {metrics['seconds']:.1f}s, {metrics['storage_bytes']} bytes kept")
+    metrics = unshare_stage(
+        args.run,
+        args.out,
+        args.method,
+        args.requests,
+        args.fraction,
+        args.scope,
+        args.mode,
+        args.compare_retrain,
+        args.seed,
+        overrides=args.overrides,
+    )
+    print(
+        f"{metrics['method']}: {metrics['requests']} requests ({metrics['rejected']} rejected), "
+        f"{metrics['unshared_interactions']} interactions, recall@20 {metrics['recall@20']:.4f}, "
+        f"MIA AUC {metrics['mia_auc']:.3f}, {metrics['seconds']:.1f}s, {metrics['storage_bytes']} bytes kept"
+    )
     if "retrain" in metrics:
-        print(f"retrain: recall@20 {metrics['retrain']['recall@20']:.4f}, MIA AUC {metrics['retrain']['mia_auc']:.3f}, "
-              f"{metrics['retrain']['seconds']:.1f}s")
+        print(
+            f"retrain: recall@20 {metrics['retrain']['recall@20']:.4f}, MIA AUC {metrics['retrain']['mia_auc']:.3f}, "
+            f"{metrics['retrain']['seconds']:.1f}s"
+        )
     print(f"wrote {Path(args.out) / 'unlearning.json'}")
     return 0
 
@@ -252,8 +358,10 @@ def run_prepare(args: argparse.Namespace) -> int:
     from fedshare.stages import prepare_stage
 
     summary = prepare_stage(config_from(args, {"data.dataset": args.dataset, "data.data_dir": args.data_dir}), args.out)
-    print(f"{summary['dataset']}: {summary['n_users']} users, {summary['n_items']} items, "
-          f"{summary['n_train']}/{summary['n_valid']}/{summary['n_test']} train/valid/test -> {args.out}")
+    print(
+        f"{summary['dataset']}: {summary['n_users']} users, {summary['n_items']} items, "
+        f"{summary['n_train']}/{summary['n_valid']}/{summary['n_test']} train/valid/test -> {args.out}"
+    )
     return 0
 
 
@@ -274,8 +382,10 @@ def run_share(args: argparse.Namespace) -> int:
 
         withdrawn = ModelStore(args.state).journal.applied_requests()
     summary = share_stage(config_from(args, {"sharing.policy": args.sharing}), args.prepared, args.out, withdrawn)
-    print(f"sharing {summary['policy']}: {summary['n_shared']} of {summary['n_train']} training interactions shared "
-          f"by {summary['sharing_users']} users -> {Path(args.out) / 'masks.parquet'}")
+    print(
+        f"sharing {summary['policy']}: {summary['n_shared']} of {summary['n_train']} training interactions shared "
+        f"by {summary['sharing_users']} users -> {Path(args.out) / 'masks.parquet'}"
+    )
     return 0
 
 
@@ -292,16 +402,26 @@ def run_process_inbox(args: argparse.Namespace) -> int:
     from fedshare.service.inbox import process_inbox
 
     config = config_from(args)
-    outcomes = process_inbox(config, args.state or config.requests.state, args.inbox or config.requests.inbox,
-                             args.method or config.unlearning.method)
+    outcomes = process_inbox(
+        config,
+        args.state or config.requests.state,
+        args.inbox or config.requests.inbox,
+        args.method or config.unlearning.method,
+    )
     if not outcomes:
         print("inbox is empty")
     for outcome in outcomes:
         if "error" in outcome:
             print(f"{outcome['file']}: not parsed, moved to failed/ ({outcome['error']})")
         else:
-            print(f"{outcome['file']}: {outcome['applied']} requests applied, {outcome['rejected']} rejected"
-                  + (f", event {outcome['event']['event']} -> model {outcome['event']['model']}" if outcome["event"] else ""))
+            print(
+                f"{outcome['file']}: {outcome['applied']} requests applied, {outcome['rejected']} rejected"
+                + (
+                    f", event {outcome['event']['event']} -> model {outcome['event']['model']}"
+                    if outcome["event"]
+                    else ""
+                )
+            )
     return 0
 
 
@@ -313,8 +433,10 @@ def run_purge(args: argparse.Namespace) -> int:
     state = args.state or config.requests.state
     with state_lock(state):
         purged = purge(config, state)
-    print(f"purged {len(purged['models'])} model folders, {len(purged['mask_versions'])} DVC mask versions, "
-          f"{len(purged['mlflow_versions'])} MLflow model versions")
+    print(
+        f"purged {len(purged['models'])} model folders, {len(purged['mask_versions'])} DVC mask versions, "
+        f"{len(purged['mlflow_versions'])} MLflow model versions"
+    )
     return 0
 
 
@@ -337,8 +459,10 @@ def main(argv: list[str] | None = None) -> int:
 def summary_line(metrics: dict[str, Any]) -> str:
     keys = [k for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if k in metrics]
     values = "  ".join(f"{k} {metrics[k]:.4f}" for k in keys)
-    return (f"{metrics['method']} on {metrics['dataset']} (sharing {metrics['sharing']}, seed {metrics['seed']}): "
-            f"{values}  best round {metrics['best_round']}  {metrics['seconds']:.1f}s")
+    return (
+        f"{metrics['method']} on {metrics['dataset']} (sharing {metrics['sharing']}, seed {metrics['seed']}): "
+        f"{values}  best round {metrics['best_round']}  {metrics['seconds']:.1f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -141,39 +141,58 @@ class Config:
     def validate(self) -> "Config":
         checks = [
             (self.run.method in METHODS, f"run.method must be one of {', '.join(METHODS)}, got {self.run.method!r}"),
-            (self.run.device in ("cpu", "cuda") or self.run.device.startswith("cuda:"),
-             f"run.device must be cpu or cuda, got {self.run.device!r}"),
-            (0 <= self.data.valid_ratio < 1 and 0 <= self.data.test_ratio < 1
-             and self.data.valid_ratio + self.data.test_ratio < 1,
-             "data.valid_ratio and data.test_ratio must be in [0,1) and sum to less than 1"),
+            (
+                self.run.device in ("cpu", "cuda") or self.run.device.startswith("cuda:"),
+                f"run.device must be cpu or cuda, got {self.run.device!r}",
+            ),
+            (
+                0 <= self.data.valid_ratio < 1
+                and 0 <= self.data.test_ratio < 1
+                and self.data.valid_ratio + self.data.test_ratio < 1,
+                "data.valid_ratio and data.test_ratio must be in [0,1) and sum to less than 1",
+            ),
             (self.model.dim > 0, "model.dim must be positive"),
             (self.model.server_layers >= 0, "model.server_layers must be >= 0"),
             (self.model.client_encoder in ("mf", "ego_lightgcn"), "model.client_encoder must be mf or ego_lightgcn"),
             (self.model.temperature > 0, "model.temperature must be positive"),
             (self.model.global_weight in ("ratio", "one"), "model.global_weight must be ratio or one"),
-            (self.model.align_direction in ("both", "local_to_global"),
-             "model.align_direction must be both or local_to_global"),
+            (
+                self.model.align_direction in ("both", "local_to_global"),
+                "model.align_direction must be both or local_to_global",
+            ),
             (self.federated.rounds >= 1, "federated.rounds must be >= 1"),
             (0 < self.federated.client_fraction <= 1, "federated.client_fraction must be in (0,1]"),
             (self.federated.local_steps >= 1, "federated.local_steps must be >= 1"),
             (self.federated.negatives >= 1, "federated.negatives must be >= 1"),
-            (self.federated.implementation in ("vectorized", "loop"),
-             "federated.implementation must be vectorized or loop"),
+            (
+                self.federated.implementation in ("vectorized", "loop"),
+                "federated.implementation must be vectorized or loop",
+            ),
             (self.federated.sampler in ("stream", "counter"), "federated.sampler must be stream or counter"),
-            (self.federated.chunk_interactions == "auto"
-             or isinstance(self.federated.chunk_interactions, int) and self.federated.chunk_interactions >= 0,
-             "federated.chunk_interactions must be auto or an integer >= 0 (0: no chunks)"),
+            (
+                self.federated.chunk_interactions == "auto"
+                or isinstance(self.federated.chunk_interactions, int)
+                and self.federated.chunk_interactions >= 0,
+                "federated.chunk_interactions must be auto or an integer >= 0 (0: no chunks)",
+            ),
             (self.federated.server_batch >= 0, "federated.server_batch must be an integer >= 0 (0: full batch)"),
             (self.run.backend in ("local", "ray"), f"run.backend must be local or ray, got {self.run.backend!r}"),
             (self.run.shards >= 1, "run.shards must be >= 1"),
-            (self.run.backend != "ray" or self.federated.sampler == "counter",
-             "run.backend=ray needs federated.sampler=counter (the stream sampler's random numbers depend on how "
-             "clients are grouped); add --set federated.sampler=counter, and use it for a local run to compare with"),
-            (self.run.backend != "ray" or self.unlearning.fru_alpha == 0,
-             "run.backend=ray does not log FRU updates (unlearning.fru_alpha must be 0)"),
-            (self.eval.metric.split("@")[0] in ("recall", "ndcg") and self.eval.metric.split("@")[-1].isdigit()
-             and int(self.eval.metric.split("@")[-1]) in self.eval.ks,
-             f"eval.metric must look like recall@K or ndcg@K with K in eval.ks, got {self.eval.metric!r}"),
+            (
+                self.run.backend != "ray" or self.federated.sampler == "counter",
+                "run.backend=ray needs federated.sampler=counter (the stream sampler's random numbers depend on how "
+                "clients are grouped); add --set federated.sampler=counter, and use it for a local run to compare with",
+            ),
+            (
+                self.run.backend != "ray" or self.unlearning.fru_alpha == 0,
+                "run.backend=ray does not log FRU updates (unlearning.fru_alpha must be 0)",
+            ),
+            (
+                self.eval.metric.split("@")[0] in ("recall", "ndcg")
+                and self.eval.metric.split("@")[-1].isdigit()
+                and int(self.eval.metric.split("@")[-1]) in self.eval.ks,
+                f"eval.metric must look like recall@K or ndcg@K with K in eval.ks, got {self.eval.metric!r}",
+            ),
             (self.eval.every >= 1 and self.eval.patience >= 1, "eval.every and eval.patience must be >= 1"),
             (0 <= self.unlearning.fru_alpha <= 1, "unlearning.fru_alpha must be in [0,1]"),
             (0 < self.requests.fraction <= 1, "requests.fraction must be in (0,1]"),
@@ -227,7 +246,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if isinstance(value, (int, str)) and not isinstance(value, bool):
             return value
         raise ConfigError(f"{where} must be an integer or a keyword, got {value!r}")
-    base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not list else hint
+    base = (
+        next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not list else hint
+    )
     if typing.get_origin(base) is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list")

@@ -18,10 +18,16 @@ if TYPE_CHECKING:
     from fedshare.federated.simulation import Model
 
 
-def rank_metrics(user_vectors: torch.Tensor, item_vectors: torch.Tensor,
-                 truth_users: np.ndarray, truth_items: np.ndarray,
-                 seen_users: np.ndarray, seen_items: np.ndarray,
-                 ks: list[int], batch_users: int = 1024) -> dict[str, np.ndarray]:
+def rank_metrics(
+    user_vectors: torch.Tensor,
+    item_vectors: torch.Tensor,
+    truth_users: np.ndarray,
+    truth_items: np.ndarray,
+    seen_users: np.ndarray,
+    seen_items: np.ndarray,
+    ks: list[int],
+    batch_users: int = 1024,
+) -> dict[str, np.ndarray]:
     """Per-user Recall@K and NDCG@K for every user that has ground truth.
 
     ``truth_*`` are the held-out (user, item) pairs; ``seen_*`` the pairs to exclude from the
@@ -36,7 +42,7 @@ def rank_metrics(user_vectors: torch.Tensor, item_vectors: torch.Tensor,
     seen_sorted = _group(seen_users, seen_items)
     out: dict[str, list[torch.Tensor]] = {f"{m}@{k}": [] for k in ks for m in ("recall", "ndcg")}
     for start in range(0, len(users), batch_users):
-        chunk = users[start:start + batch_users]
+        chunk = users[start : start + batch_users]
         scores = user_vectors[torch.as_tensor(chunk, device=device)] @ item_vectors.T
         rows, cols = _pairs_for(chunk, *seen_sorted)
         scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = -torch.inf
@@ -75,7 +81,9 @@ def _group(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return users, items, order
 
 
-def _pairs_for(chunk: np.ndarray, users: np.ndarray, items: np.ndarray, _order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pairs_for(
+    chunk: np.ndarray, users: np.ndarray, items: np.ndarray, _order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(row in chunk, item) for every pair whose user is in the sorted ``chunk``."""
     lo = np.searchsorted(users, chunk, side="left")
     hi = np.searchsorted(users, chunk, side="right")
@@ -85,15 +93,24 @@ def _pairs_for(chunk: np.ndarray, users: np.ndarray, items: np.ndarray, _order: 
     return rows, items[index]
 
 
-def evaluate(model: Model, interactions: Interactions, split: str, groups: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+def evaluate(
+    model: Model, interactions: Interactions, split: str, groups: dict[str, np.ndarray] | None = None
+) -> dict[str, float]:
     """Full-ranking metrics on ``valid`` (train masked) or ``test`` (train and valid masked)."""
     table = interactions.table
     truth = table[table["split"] == split]
     seen = table[table["split"] == "train"] if split == "valid" else table[table["split"] != "test"]
     user_vectors, item_vectors = model.scoring_vectors()
-    per_user = rank_metrics(user_vectors, item_vectors, truth["user"].to_numpy(), truth["item"].to_numpy(),
-                            seen["user"].to_numpy(), seen["item"].to_numpy(), model.config.eval.ks,
-                            model.config.eval.batch_users)
+    per_user = rank_metrics(
+        user_vectors,
+        item_vectors,
+        truth["user"].to_numpy(),
+        truth["item"].to_numpy(),
+        seen["user"].to_numpy(),
+        seen["item"].to_numpy(),
+        model.config.eval.ks,
+        model.config.eval.batch_users,
+    )
     return summarize(per_user, groups)
 
 

@@ -40,8 +40,13 @@ def prepare_stage(config: Config, out_dir: str | Path) -> dict[str, Any]:
     interactions = load_interactions(config.data, config.run.seed)
     interactions.save(out)
     counts = interactions.table["split"].value_counts()
-    summary = {"dataset": config.data.dataset, "seed": config.run.seed, "n_users": interactions.n_users,
-               "n_items": interactions.n_items, **{f"n_{split}": int(counts.get(split, 0)) for split in ("train", "valid", "test")}}
+    summary = {
+        "dataset": config.data.dataset,
+        "seed": config.run.seed,
+        "n_users": interactions.n_users,
+        "n_items": interactions.n_items,
+        **{f"n_{split}": int(counts.get(split, 0)) for split in ("train", "valid", "test")},
+    }
     atomic_write_json(out / "prepare.json", summary)
     return summary
 
@@ -57,8 +62,9 @@ def validate_stage(prepared_dir: str | Path, report_path: str | Path | None = No
     return report.to_dict()
 
 
-def share_stage(config: Config, prepared_dir: str | Path, out_dir: str | Path,
-                withdrawn: pd.DataFrame | None = None) -> dict[str, Any]:
+def share_stage(
+    config: Config, prepared_dir: str | Path, out_dir: str | Path, withdrawn: pd.DataFrame | None = None
+) -> dict[str, Any]:
     """Draw the sharing masks, replay withdrawn consent (applied unshare requests), validate, write masks.parquet."""
 
     out = Path(out_dir)
@@ -70,10 +76,14 @@ def share_stage(config: Config, prepared_dir: str | Path, out_dir: str | Path,
     else:
         check(validate_masks(mask, interactions.table))  # withdrawn consent lowers ratios on purpose
     save_mask(mask, out / "masks.parquet")
-    summary = {"policy": config.sharing.policy, "n_train": len(mask), "n_shared": int(mask["shared"].sum()),
-               "sharing_users": int(sharing_users(mask, interactions.n_users).sum()),
-               "mean_sharing_ratio": float(mask.groupby("user")["ratio"].first().mean()),
-               "withdrawn_requests": 0 if withdrawn is None else len(withdrawn)}
+    summary = {
+        "policy": config.sharing.policy,
+        "n_train": len(mask),
+        "n_shared": int(mask["shared"].sum()),
+        "sharing_users": int(sharing_users(mask, interactions.n_users).sum()),
+        "mean_sharing_ratio": float(mask.groupby("user")["ratio"].first().mean()),
+        "withdrawn_requests": 0 if withdrawn is None else len(withdrawn),
+    }
     atomic_write_json(out / "sharing.json", summary)
     return summary
 
@@ -85,8 +95,14 @@ def withdraw_consent(mask: pd.DataFrame, withdrawn: pd.DataFrame) -> pd.DataFram
     return apply_to_mask(mask, resolved.pairs)
 
 
-def train_stage(config: Config, out_dir: str | Path, progress: bool = True, prepared_dir: str | Path | None = None,
-                masks_path: str | Path | None = None, track: bool | None = None) -> dict[str, Any]:
+def train_stage(
+    config: Config,
+    out_dir: str | Path,
+    progress: bool = True,
+    prepared_dir: str | Path | None = None,
+    masks_path: str | Path | None = None,
+    track: bool | None = None,
+) -> dict[str, Any]:
     """Train, evaluate on test and write the run directory; returns the metrics.
 
     With ``prepared_dir``/``masks_path`` (the DVC and Prefect stages) it starts from their outputs,
@@ -94,7 +110,9 @@ def train_stage(config: Config, out_dir: str | Path, progress: bool = True, prep
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    interactions = Interactions.load(Path(prepared_dir)) if prepared_dir else load_interactions(config.data, config.run.seed)
+    interactions = (
+        Interactions.load(Path(prepared_dir)) if prepared_dir else load_interactions(config.data, config.run.seed)
+    )
     mask = load_mask(Path(masks_path)) if masks_path else build_mask(interactions, config.sharing, config.run.seed)
     save_config(config, out / "config.yaml")
     interactions.save(out)
@@ -134,12 +152,20 @@ def track_stage(run_dir: str | Path) -> dict[str, Any]:
     return metrics["tracking"]
 
 
-def track_training(config: Config, run_dir: Path, model: Model, metrics: dict[str, Any],
-                   history: list[dict[str, Any]], interactions: Interactions, mask) -> dict[str, Any]:
+def track_training(
+    config: Config,
+    run_dir: Path,
+    model: Model,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    interactions: Interactions,
+    mask,
+) -> dict[str, Any]:
 
     _, item_vectors = model.scoring_vectors()
-    tracked = log_training(config, run_dir, metrics, history, item_vectors, item_vectors.shape[1],
-                           interactions.table, mask).to_dict()
+    tracked = log_training(
+        config, run_dir, metrics, history, item_vectors, item_vectors.shape[1], interactions.table, mask
+    ).to_dict()
     atomic_write_json(run_dir / "tracking.json", tracked)
     return tracked
 
@@ -160,10 +186,20 @@ def make_requests_stage(run_dir: str | Path, fraction: float, scope: str, seed: 
     return requests
 
 
-def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, requests_file: str | Path | None = None,
-                  fraction: float | None = None, scope: str = "all", mode: str = "unshare",
-                  compare_retrain: bool = False, seed: int | None = None, requests: pd.DataFrame | None = None,
-                  track: bool | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def unshare_stage(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    method: str,
+    requests_file: str | Path | None = None,
+    fraction: float | None = None,
+    scope: str = "all",
+    mode: str = "unshare",
+    compare_retrain: bool = False,
+    seed: int | None = None,
+    requests: pd.DataFrame | None = None,
+    track: bool | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
     """Apply unshare (or delete) requests to a trained run, unlearn, measure, write a new run directory.
 
     The requests come from a CSV file, a table (the unlearning flow), or are drawn (``fraction``).
@@ -183,21 +219,46 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
     accepted, new_mask, new_interactions = accept_requests(requests, mask, interactions, mode, out)
 
     snapshots = SnapshotStore(Path(run_dir) / "snapshots")
-    job = UnlearningJob(model, new_interactions, new_mask, accepted.pairs, config.unlearning, seed, snapshots,
-                        UpdateLog.of_run(run_dir) if METHODS[method].needs_update_log else None)
+    job = UnlearningJob(
+        model,
+        new_interactions,
+        new_mask,
+        accepted.pairs,
+        config.unlearning,
+        seed,
+        snapshots,
+        UpdateLog.of_run(run_dir) if METHODS[method].needs_update_log else None,
+    )
     result = unlearn(job, method)
     metrics = unlearning_metrics(result.model, new_interactions, new_mask, accepted.pairs, seed)
-    metrics.update({"method": method, "mode": mode, "seconds": round(result.seconds, 3),
-                    "rounds": result.rounds, "requests": int(accepted.pairs["request_id"].nunique()),
-                    "rejected": len(accepted.rejected), "unshared_interactions": len(accepted.pairs),
-                    "users_affected": int(accepted.pairs["user"].nunique()),
-                    "affected_nodes": {"users": result.affected_users, "items": result.affected_items}})
+    metrics.update(
+        {
+            "method": method,
+            "mode": mode,
+            "seconds": round(result.seconds, 3),
+            "rounds": result.rounds,
+            "requests": int(accepted.pairs["request_id"].nunique()),
+            "rejected": len(accepted.rejected),
+            "unshared_interactions": len(accepted.pairs),
+            "users_affected": int(accepted.pairs["user"].nunique()),
+            "affected_nodes": {"users": result.affected_users, "items": result.affected_items},
+        }
+    )
     kept = carry_snapshots(snapshots, SnapshotStore(out / "snapshots"), result)
     # Bytes kept for unlearning: the snapshots (contrastive) or the update log (fru), as the method says.
     metrics["storage_bytes"] = kept.bytes_on_disk() if result.storage_bytes is None else result.storage_bytes
     if compare_retrain:
-        reference = unlearn(UnlearningJob(result.model if method == "retrain" else model, new_interactions, new_mask,
-                                          accepted.pairs, config.unlearning, seed), "retrain")
+        reference = unlearn(
+            UnlearningJob(
+                result.model if method == "retrain" else model,
+                new_interactions,
+                new_mask,
+                accepted.pairs,
+                config.unlearning,
+                seed,
+            ),
+            "retrain",
+        )
         metrics["retrain"] = unlearning_metrics(reference.model, new_interactions, new_mask, accepted.pairs, seed)
         metrics["retrain"]["seconds"] = round(reference.seconds, 3)
         metrics["embedding_distance_to_retrain"] = embedding_distance(result.model, reference.model)
@@ -213,8 +274,9 @@ def unshare_stage(run_dir: str | Path, out_dir: str | Path, method: str, request
     return metrics
 
 
-def request_table(mask: pd.DataFrame, requests_file: str | Path | None, fraction: float | None, scope: str,
-                  seed: int) -> pd.DataFrame:
+def request_table(
+    mask: pd.DataFrame, requests_file: str | Path | None, fraction: float | None, scope: str, seed: int
+) -> pd.DataFrame:
     """The raw requests: read from a CSV file, or drawn at random among the sharing users."""
     if requests_file is not None:
         return read_requests(Path(requests_file))
@@ -223,8 +285,9 @@ def request_table(mask: pd.DataFrame, requests_file: str | Path | None, fraction
     raise ConfigError("give --requests FILE or --fraction F")
 
 
-def accept_requests(table: pd.DataFrame, mask: pd.DataFrame, interactions: Interactions, mode: str,
-                    out: Path) -> tuple[Requests, pd.DataFrame, Interactions]:
+def accept_requests(
+    table: pd.DataFrame, mask: pd.DataFrame, interactions: Interactions, mode: str, out: Path
+) -> tuple[Requests, pd.DataFrame, Interactions]:
     """Resolve the requests against the masks and apply them; writes requests, rejections and applied pairs."""
     table.to_csv(out / "requests.csv", index=False)
     requests = resolve_requests(table, mask)
@@ -278,13 +341,20 @@ def evaluate_stage(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str,
         unlearning_file = run_dir / "unlearning.json"
         if unlearning_file.exists():
             event = json.loads(unlearning_file.read_text())
-            metrics.update({key: event[key] for key in ("mia_auc", "unshared_mean_rank", "storage_bytes", "seconds")
-                            if key in event})
+            metrics.update(
+                {
+                    key: event[key]
+                    for key in ("mia_auc", "unshared_mean_rank", "storage_bytes", "seconds")
+                    if key in event
+                }
+            )
         summary[run_dir.name] = metrics
         history_file = run_dir / "history.json"
         if history_file.exists():
-            curves += [{"run": run_dir.name, "round": row["round"], config.eval.metric: row[f"valid/{config.eval.metric}"]}
-                       for row in json.loads(history_file.read_text())]
+            curves += [
+                {"run": run_dir.name, "round": row["round"], config.eval.metric: row[f"valid/{config.eval.metric}"]}
+                for row in json.loads(history_file.read_text())
+            ]
     atomic_write_json(out / "summary.json", summary)
     atomic_write_json(out / "validation_curve.json", curves)
     return summary

@@ -78,7 +78,9 @@ def verify_checksum(path: Path) -> None:
         expected = sidecar.read_text().split()[0]
         actual = sha256_file(path)
         if actual != expected:
-            raise CorruptFileError(f"{path} is corrupted: sha256 {actual[:12]}… does not match the recorded {expected[:12]}…")
+            raise CorruptFileError(
+                f"{path} is corrupted: sha256 {actual[:12]}… does not match the recorded {expected[:12]}…"
+            )
 
 
 def save_tensors(path: Path, tensors: dict[str, Any]) -> dict[str, Any]:

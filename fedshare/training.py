@@ -37,9 +37,14 @@ class TrainResult:
     rounds_run: int = 0
 
 
-def train(config: Config, interactions: Interactions, mask: pd.DataFrame, progress: bool = True,
-          on_round: Callable[[int, Model], None] | None = None,
-          update_log: UpdateLog | None = None) -> TrainResult:
+def train(
+    config: Config,
+    interactions: Interactions,
+    mask: pd.DataFrame,
+    progress: bool = True,
+    on_round: Callable[[int, Model], None] | None = None,
+    update_log: UpdateLog | None = None,
+) -> TrainResult:
     """Train until ``federated.rounds`` or until validation stops improving; keeps the best round.
 
     ``update_log`` (a ``fru.UpdateLog``, off by default) logs every round's updates for FRU unlearning.
@@ -52,8 +57,13 @@ def train(config: Config, interactions: Interactions, mask: pd.DataFrame, progre
     history: list[dict[str, float]] = []
     waited = 0
     started = time.perf_counter()
-    bar = tqdm(range(1, config.federated.rounds + 1), desc=f"{config.run.method} rounds", disable=not progress,
-               dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        range(1, config.federated.rounds + 1),
+        desc=f"{config.run.method} rounds",
+        disable=not progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
     rounds_run = 0
     if on_round is not None:
         on_round(0, model)  # the state before any training (snapshot round 0)

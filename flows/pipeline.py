@@ -34,8 +34,9 @@ def demo_requests_task(state: str, inbox: str, fraction: float, seed: int) -> st
 
 
 @flow(name="fedshare-pipeline", flow_run_name="train-serve-unlearn", log_prints=True)
-def pipeline_flow(overrides: list[str] | None = None, config_path: str | None = None,
-                  demo_fraction: float = 0.05) -> dict:
+def pipeline_flow(
+    overrides: list[str] | None = None, config_path: str | None = None, demo_fraction: float = 0.05
+) -> dict:
     config = load_config(config_path, overrides or [])
     state, inbox = config.requests.state, config.requests.inbox
     trained = training_flow(state=state, overrides=overrides, config_path=config_path)
@@ -44,7 +45,9 @@ def pipeline_flow(overrides: list[str] | None = None, config_path: str | None = 
         print(f"drew demo unshare requests into {drawn}")
     events = unlearning_flow(state=state, inbox=inbox, overrides=overrides, config_path=config_path)
     if config.tracking.enabled:
-        print(f"browse the runs: mlflow ui --backend-store-uri {trained.get('tracking', {}).get('tracking_uri', 'sqlite:///mlflow.db')}")
+        print(
+            f"browse the runs: mlflow ui --backend-store-uri {trained.get('tracking', {}).get('tracking_uri', 'sqlite:///mlflow.db')}"
+        )
     return {"training": trained, "unlearning": events}
 
 
@@ -52,8 +55,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Train, serve and process unsharing requests (embedded Prefect).")
     parser.add_argument("--config", help="parameters file (default params.yaml)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--demo-fraction", type=float, default=0.05,
-                        help="with an empty inbox, draw unshare requests for this fraction of sharing users (0: none)")
+    parser.add_argument(
+        "--demo-fraction",
+        type=float,
+        default=0.05,
+        help="with an empty inbox, draw unshare requests for this fraction of sharing users (0: none)",
+    )
     args = parser.parse_args()
     pipeline_flow(args.overrides, args.config, args.demo_fraction)
 

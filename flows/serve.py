@@ -20,7 +20,9 @@ from flows.unlearning import unlearning_flow
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the FedShare flows on cron schedules.")
     parser.add_argument("--retrain-cron", default="0 3 * * *", help="training flow schedule (default nightly at 03:00)")
-    parser.add_argument("--inbox-cron", default="*/10 * * * *", help="unlearning flow schedule (default every 10 minutes)")
+    parser.add_argument(
+        "--inbox-cron", default="*/10 * * * *", help="unlearning flow schedule (default every 10 minutes)"
+    )
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = parser.parse_args()
     serve(*deployments(args.retrain_cron, args.inbox_cron, args.overrides))
@@ -29,10 +31,15 @@ def main() -> None:
 def deployments(retrain_cron: str, inbox_cron: str, overrides: list[str]) -> list:
     """The two scheduled deployments that `serve` runs from this process."""
     return [
-        training_flow.to_deployment("scheduled-retraining", cron=retrain_cron,
-                                    parameters={"overrides": overrides}, tags=["fedshare", "training"]),
-        unlearning_flow.to_deployment("inbox", cron=inbox_cron,
-                                      parameters={"overrides": overrides}, tags=["fedshare", "unlearning"]),
+        training_flow.to_deployment(
+            "scheduled-retraining",
+            cron=retrain_cron,
+            parameters={"overrides": overrides},
+            tags=["fedshare", "training"],
+        ),
+        unlearning_flow.to_deployment(
+            "inbox", cron=inbox_cron, parameters={"overrides": overrides}, tags=["fedshare", "unlearning"]
+        ),
     ]
 
 

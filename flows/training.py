@@ -68,8 +68,13 @@ def _run_name() -> str:
 
 
 @flow(name="fedshare-training", flow_run_name=_run_name, log_prints=True)
-def training_flow(workdir: str = "runs/flow", state: str | None = None, overrides: list[str] | None = None,
-                  config_path: str | None = None, keep_workdir: bool = False) -> dict:
+def training_flow(
+    workdir: str = "runs/flow",
+    state: str | None = None,
+    overrides: list[str] | None = None,
+    config_path: str | None = None,
+    keep_workdir: bool = False,
+) -> dict:
     config = load_config(config_path, overrides or [])
     state = state or config.requests.state
     work = Path(workdir)
@@ -93,8 +98,11 @@ def main() -> None:
     parser.add_argument("--state", help="state folder of the served model (default requests.state)")
     parser.add_argument("--config", help="parameters file (default params.yaml)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--keep-workdir", action="store_true",
-                        help="keep the stages' outputs in --workdir (they hold the masks as they were at training)")
+    parser.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the stages' outputs in --workdir (they hold the masks as they were at training)",
+    )
     args = parser.parse_args()
     training_flow(args.workdir, args.state, args.overrides, args.config, args.keep_workdir)
 

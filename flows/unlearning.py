@@ -64,8 +64,13 @@ def _run_name() -> str:
 
 
 @flow(name="fedshare-unlearning", flow_run_name=_run_name, log_prints=True)
-def unlearning_flow(state: str | None = None, inbox: str | None = None, method: str | None = None,
-                    overrides: list[str] | None = None, config_path: str | None = None) -> list[dict]:
+def unlearning_flow(
+    state: str | None = None,
+    inbox: str | None = None,
+    method: str | None = None,
+    overrides: list[str] | None = None,
+    config_path: str | None = None,
+) -> list[dict]:
     config = load_config(config_path, overrides or [])
     state, inbox = state or config.requests.state, inbox or config.requests.inbox
     method = method or config.unlearning.method
@@ -81,8 +86,9 @@ def unlearning_flow(state: str | None = None, inbox: str | None = None, method: 
             event = apply_task(config, state, taken, method) if not taken.accepted.empty else None
             finish_task(config, state, taken)
             print(f"{path.name}: {len(taken.accepted)} applied, {len(taken.rejected)} rejected")
-            outcomes.append({"file": path.name, "applied": len(taken.accepted), "rejected": len(taken.rejected),
-                             "event": event})
+            outcomes.append(
+                {"file": path.name, "applied": len(taken.accepted), "rejected": len(taken.rejected), "event": event}
+            )
     return outcomes
 
 

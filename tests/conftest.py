@@ -22,8 +22,13 @@ def pytest_configure(config):
 
     store = Path(tempfile.mkdtemp(prefix="fedshare-test-mlflow-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
-    for key, value in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
-                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GIT_PYTHON_REFRESH": "quiet"}.items():
+    for key, value in {
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DVC_NO_ANALYTICS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "GIT_PYTHON_REFRESH": "quiet",
+    }.items():
         os.environ.setdefault(key, value)
 
 
@@ -47,8 +52,10 @@ def synthetic_raw(n_users: int = 40, n_items: int = 60, per_user: int = 12, seed
 
 @pytest.fixture
 def tiny_config():
-    return load_config(None, ["federated.rounds=6", "eval.every=2", "model.dim=8", "model.align_batch=16",
-                              "model.contrastive_weight=0.1"])
+    return load_config(
+        None,
+        ["federated.rounds=6", "eval.every=2", "model.dim=8", "model.align_batch=16", "model.contrastive_weight=0.1"],
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""bench/gpu.sh, the script of a GPU session, runs end to end on a CPU with tiny settings (a dry run)."""
+"""bench/gpu.sh, which runs the GPU measurements of docs/results.md, runs end to end on a CPU with tiny settings."""
 
 import os
 import subprocess
@@ -11,15 +11,26 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from unlearning import quick_dataset  # noqa: E402
 
-TINY = ("federated.rounds=6 eval.every=2 model.dim=8 unlearning.rounds=2 unlearning.snapshot_rounds=[0,2] "
-        "tracking.enabled=false")
+TINY = (
+    "federated.rounds=6 eval.every=2 model.dim=8 unlearning.rounds=2 unlearning.snapshot_rounds=[0,2] "
+    "tracking.enabled=false"
+)
 
 
 def run_phase(phase: str, out: Path, runs: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DEVICE": "cpu", "DATASET": quick_dataset(), "SEEDS": "0", "SET": TINY,
-           "PYTHON": sys.executable, "RUNS": str(runs), "DEADLINE": "300"}
-    return subprocess.run(["bash", "bench/gpu.sh", phase, str(out)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    env = {
+        **os.environ,
+        "DEVICE": "cpu",
+        "DATASET": quick_dataset(),
+        "SEEDS": "0",
+        "SET": TINY,
+        "PYTHON": sys.executable,
+        "RUNS": str(runs),
+        "DEADLINE": "300",
+    }
+    return subprocess.run(
+        ["bash", "bench/gpu.sh", phase, str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_batch_phase_writes_both_tables_and_the_run_metrics(tmp_path):

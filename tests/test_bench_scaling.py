@@ -36,17 +36,17 @@ def test_generator_mean_skew_and_distinct_pairs(mean):
 
     per_user = frame.groupby("user_id").size()
     assert per_user.size == n_users and per_user.min() >= 3 and per_user.max() <= info["n_items"] // 2
-    assert per_user.max() > 5 * per_user.median()              # a long tail of very active users
-    per_item = frame["item_id"].value_counts().to_numpy()      # sorted, most popular first
+    assert per_user.max() > 5 * per_user.median()  # a long tail of very active users
+    per_item = frame["item_id"].value_counts().to_numpy()  # sorted, most popular first
     top_share = per_item[: info["n_items"] // 10].sum() / len(frame)
-    assert top_share > 0.30                                     # top 10% of items: > 30% of interactions
+    assert top_share > 0.30  # top 10% of items: > 30% of interactions
     assert frame["rating"].between(1, 5).all()
 
 
 def test_generator_output_goes_through_prepare():
     frame = generate(2000, seed=0)
     interactions = prepare(frame, DataConfig(), seed=0)
-    assert interactions.n_users == 2000                           # everyone has >= 3, nobody is dropped
+    assert interactions.n_users == 2000  # everyone has >= 3, nobody is dropped
     assert interactions.n_items == frame["item_id"].nunique()
     assert len(interactions.table) == len(frame)
     assert set(interactions.table["split"]) == {"train", "valid", "test"}
@@ -54,15 +54,30 @@ def test_generator_output_goes_through_prepare():
 
 def test_generator_rejects_impossible_means():
     with pytest.raises(ValueError):
-        generate(100, mean_per_user=2)                           # below the minimum of 3 per user
+        generate(100, mean_per_user=2)  # below the minimum of 3 per user
     with pytest.raises(ValueError):
-        generate(100, mean_per_user=600, n_items=1000)            # above half the catalogue
+        generate(100, mean_per_user=600, n_items=1000)  # above half the catalogue
 
 
 def test_scaling_benchmark_quick(tmp_path):
     out, markdown = tmp_path / "scaling.json", tmp_path / "scaling.md"
-    done = subprocess.run([sys.executable, "bench/scaling.py", "--quick", "--threads", "1", "--out", str(out),
-                           "--markdown", str(markdown)], cwd=REPO, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/scaling.py",
+            "--quick",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            "--markdown",
+            str(markdown),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     report = json.loads(out.read_text())
@@ -88,9 +103,24 @@ def test_scaling_benchmark_quick(tmp_path):
 def test_scaling_benchmark_reports_a_failed_size(tmp_path):
     """A size whose child cannot live under the memory limit is a 'failed' row with a reason, not a crash."""
     out = tmp_path / "failed.json"
-    done = subprocess.run([sys.executable, "bench/scaling.py", "--users", "500", "--memory-limit-gib", "0.3",
-                           "--out", str(out), "--markdown", str(tmp_path / "failed.md")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/scaling.py",
+            "--users",
+            "500",
+            "--memory-limit-gib",
+            "0.3",
+            "--out",
+            str(out),
+            "--markdown",
+            str(tmp_path / "failed.md"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (result,) = json.loads(out.read_text())["results"]
     assert result["status"] == "failed" and result["reason"]

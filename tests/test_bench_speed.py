@@ -14,7 +14,11 @@ def test_speed_benchmark_quick(tmp_path):
     out, markdown = tmp_path / "tmp.json", tmp_path / "tmp.md"
     done = subprocess.run(
         [sys.executable, "bench/speed.py", "--quick", "--threads", "1", "--out", str(out), "--markdown", str(markdown)],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     report = json.loads(out.read_text())

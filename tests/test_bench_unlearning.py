@@ -10,27 +10,62 @@ from conftest import REPO
 
 
 def test_quick_unlearning_table_has_every_method(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "unlearning.py"), "--quick", "--json",
-                          str(tmp_path / "u.json"), "--markdown", str(tmp_path / "u.md")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "unlearning.py"),
+            "--quick",
+            "--json",
+            str(tmp_path / "u.json"),
+            "--markdown",
+            str(tmp_path / "u.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads((tmp_path / "u.json").read_text())
     assert [r["method"] for r in rows] == ["contrastive", "finetune", "none", "retrain", "fru"]
     by = {r["method"]: r for r in rows}
     assert by["fru"]["storage_bytes"] > by["contrastive"]["storage_bytes"] > 0 == by["retrain"]["storage_bytes"]
     table = (tmp_path / "u.md").read_text()
-    assert "| contrastive |" in table and "bytes ratio to fru" in table and "Command: `python bench/unlearning.py" in table
+    assert (
+        "| contrastive |" in table and "bytes ratio to fru" in table and "Command: `python bench/unlearning.py" in table
+    )
 
 
 def test_quick_sequential_events_and_the_retrain_reference(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "unlearning.py"), "--quick", "--sequential", "3",
-                          "--event-fraction", "0.1", "--retrain-last", "--runs", str(tmp_path / "runs"),
-                          "--json", str(tmp_path / "s.json"), "--markdown", str(tmp_path / "s.md")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "unlearning.py"),
+            "--quick",
+            "--sequential",
+            "3",
+            "--event-fraction",
+            "0.1",
+            "--retrain-last",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--json",
+            str(tmp_path / "s.json"),
+            "--markdown",
+            str(tmp_path / "s.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads((tmp_path / "s.json").read_text())
-    assert [(r["method"], r["event"]) for r in rows] == [("trained", 0), ("contrastive", 1), ("contrastive", 2),
-                                                         ("contrastive", 3), ("retrain", 3)]
+    assert [(r["method"], r["event"]) for r in rows] == [
+        ("trained", 0),
+        ("contrastive", 1),
+        ("contrastive", 2),
+        ("contrastive", 3),
+        ("retrain", 3),
+    ]
     assert all(r["storage_bytes"] > 0 for r in rows if r["method"] == "contrastive")
     # the reference answers event 3's requests again, from event 2's state: the same requests
     third = (tmp_path / "runs" / "quick-mixed-seed0-seq3" / "applied.csv").read_text()
@@ -40,9 +75,22 @@ def test_quick_sequential_events_and_the_retrain_reference(tmp_path):
 
 
 def test_quick_fru_log_size_is_measured_per_round_and_the_log_removed(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "unlearning.py"), "--quick", "--fru-log-rounds", "3",
-                          "--runs", str(tmp_path / "runs"), "--json", str(tmp_path / "f.json")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "unlearning.py"),
+            "--quick",
+            "--fru-log-rounds",
+            "3",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--json",
+            str(tmp_path / "f.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     (row,) = json.loads((tmp_path / "f.json").read_text())
     assert row["rounds_logged"] == 3 and row["clients_bytes_per_round"] > 0 and row["server_bytes_per_round"] > 0
@@ -55,9 +103,20 @@ def test_sequential_table_averages_each_event_over_seeds():
     from unlearning import per_event, render_sequential
 
     def row(seed, event, recall):
-        return {"seed": seed, "event": event, "users": 10 + seed, "unshared_interactions": 100, "recall@20": recall,
-                "ndcg@20": 0.2, "requesting/recall@20": 0.2, "others/recall@20": 0.3, "mia_auc": 0.5,
-                "unshared_mean_rank": 900.0, "seconds": 2.0, "storage_bytes": 1000}
+        return {
+            "seed": seed,
+            "event": event,
+            "users": 10 + seed,
+            "unshared_interactions": 100,
+            "recall@20": recall,
+            "ndcg@20": 0.2,
+            "requesting/recall@20": 0.2,
+            "others/recall@20": 0.3,
+            "mia_auc": 0.5,
+            "unshared_mean_rank": 900.0,
+            "seconds": 2.0,
+            "storage_bytes": 1000,
+        }
 
     rows = [row(0, 1, 0.30), row(1, 1, 0.32), row(0, 2, 0.28), row(1, 2, 0.28)]
     first, second = per_event(rows)

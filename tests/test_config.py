@@ -32,18 +32,21 @@ def test_chunk_size_is_picked_per_device_unless_given():
     assert interaction_chunk(given, torch.device("cuda")) == 500
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.dimension=3", "unknown key"),
-    ("model.dim=abc", "must be an integer"),
-    ("run.method=magic", "run.method"),
-    ("federated.client_fraction=0", "client_fraction"),
-    ("eval.metric=recall@7", "eval.metric"),
-    ("nodot", "section.key=value"),
-    ("nosection=1", "unknown key"),
-    ("federated.chunk_interactions=big", "chunk_interactions must be auto or an integer"),
-    ("federated.chunk_interactions=-1", "chunk_interactions must be auto or an integer"),
-    ("federated.chunk_interactions=true", "must be an integer or a keyword"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.dimension=3", "unknown key"),
+        ("model.dim=abc", "must be an integer"),
+        ("run.method=magic", "run.method"),
+        ("federated.client_fraction=0", "client_fraction"),
+        ("eval.metric=recall@7", "eval.metric"),
+        ("nodot", "section.key=value"),
+        ("nosection=1", "unknown key"),
+        ("federated.chunk_interactions=big", "chunk_interactions must be auto or an integer"),
+        ("federated.chunk_interactions=-1", "chunk_interactions must be auto or an integer"),
+        ("federated.chunk_interactions=true", "must be an integer or a keyword"),
+    ],
+)
 def test_bad_overrides_are_rejected_with_a_message(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])

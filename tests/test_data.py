@@ -38,12 +38,15 @@ def test_parquet_and_tsv_load(tmp_path):
         assert len(load_raw(DataConfig(dataset=str(tmp_path / name)))) == len(raw)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("user_id,item_id\n", "no interactions"),
-    ("person,thing\n1,2\n", "column 'user_id' not found"),  # no common name to fall back on
-    ("user_id,item_id\nalice,2\n", "non-integer or negative user_id"),
-    ("user_id,item_id\n1,-3\n", "non-integer or negative item_id"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("user_id,item_id\n", "no interactions"),
+        ("person,thing\n1,2\n", "column 'user_id' not found"),  # no common name to fall back on
+        ("user_id,item_id\nalice,2\n", "non-integer or negative user_id"),
+        ("user_id,item_id\n1,-3\n", "non-integer or negative item_id"),
+    ],
+)
 def test_bad_tables_give_one_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)
@@ -86,13 +89,16 @@ def test_min_rating_and_k_core():
     assert cored.groupby("user").size().min() >= 5 and cored.groupby("item").size().min() >= 5
 
 
-@pytest.mark.parametrize("header, suffix", [
-    (["userId", "movieId", "rating", "timestamp"], ".csv"),    # MovieLens' ratings.csv
-    (["user", "item", "rating", "timestamp"], ".csv"),
-    (["uid", "iid", "score", "ts"], ".csv"),
-    (["UserID", "MovieID", "Rating", "Timestamp"], ".csv"),
-    (["user_id:token", "item_id:token", "rating:float", "timestamp:float"], ".inter"),  # RecBole
-])
+@pytest.mark.parametrize(
+    "header, suffix",
+    [
+        (["userId", "movieId", "rating", "timestamp"], ".csv"),  # MovieLens' ratings.csv
+        (["user", "item", "rating", "timestamp"], ".csv"),
+        (["uid", "iid", "score", "ts"], ".csv"),
+        (["UserID", "MovieID", "Rating", "Timestamp"], ".csv"),
+        (["user_id:token", "item_id:token", "rating:float", "timestamp:float"], ".inter"),  # RecBole
+    ],
+)
 def test_common_column_names_need_no_mapping(tmp_path, header, suffix):
     raw = synthetic_raw()
     path = tmp_path / f"ratings{suffix}"
@@ -104,7 +110,8 @@ def test_common_column_names_need_no_mapping(tmp_path, header, suffix):
 def test_without_rating_and_timestamp_every_interaction_counts_once(tmp_path):
     path = tmp_path / "pairs.csv"
     synthetic_raw()[["user_id", "item_id"]].rename(columns={"user_id": "userId", "item_id": "movieId"}).to_csv(
-        path, index=False)
+        path, index=False
+    )
     loaded = load_raw(DataConfig(dataset=str(path)))
     assert (loaded["rating"] == 1).all() and (loaded["timestamp"] == 0).all()
 
@@ -114,9 +121,9 @@ def test_configured_columns_win_over_common_names(tmp_path):
     pd.DataFrame({"user_id": [1, 2], "user": [7, 8], "uid": [5, 6], "item": [3, 4]}).to_csv(path, index=False)
     assert load_raw(DataConfig(dataset=str(path)))["user_id"].tolist() == [1, 2]  # the configured default
     config = load_config(None, [f"data.dataset={path}", "data.columns.user=uid"]).data
-    assert load_raw(config)["user_id"].tolist() == [5, 6]                          # an explicit mapping
+    assert load_raw(config)["user_id"].tolist() == [5, 6]  # an explicit mapping
     config = load_config(None, [f"data.dataset={path}", "data.columns.user=person"]).data
-    with pytest.raises(DataError, match="column 'person' not found"):             # is never guessed around
+    with pytest.raises(DataError, match="column 'person' not found"):  # is never guessed around
         load_raw(config)
 
 
@@ -129,9 +136,12 @@ def test_a_guessed_timestamp_must_be_numeric(tmp_path):
 def test_a_data_set_too_small_to_split_is_one_sentence(tmp_path):
     path = tmp_path / "tiny.csv"
     path.write_text("user_id,item_id,rating\n1,10,5\n2,10,4\n3,11,3\n")
-    with pytest.raises(DataError, match=r"tiny.csv is too small to split: its 3 interactions of 3 users give no "
-                                        r"validation and no test interactions \(a user needs at least "
-                                        r"data.min_user_interactions = 3 interactions") as err:
+    with pytest.raises(
+        DataError,
+        match=r"tiny.csv is too small to split: its 3 interactions of 3 users give no "
+        r"validation and no test interactions \(a user needs at least "
+        r"data.min_user_interactions = 3 interactions",
+    ) as err:
         load_interactions(DataConfig(dataset=str(path)), seed=0)
     assert "\n" not in str(err.value)
     with pytest.raises(DataError, match="data.valid_ratio is 0"):

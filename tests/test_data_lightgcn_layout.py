@@ -37,8 +37,9 @@ def write_layout(folder: Path, train: dict[int, list[int]], test: dict[int, list
     return folder
 
 
-def generated_layout(n_users: int = 40, n_items: int = 80, n_train: int = 20, n_test: int = 5,
-                     seed: int = 0) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+def generated_layout(
+    n_users: int = 40, n_items: int = 80, n_train: int = 20, n_test: int = 5, seed: int = 0
+) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
     """Disjoint train and test items per user, as in a published split."""
     rng = np.random.default_rng(seed)
     train, test = {}, {}
@@ -78,13 +79,16 @@ def test_an_empty_file_has_no_pairs():
         assert len(users) == len(items) == 0
 
 
-@pytest.mark.parametrize("train, message", [
-    ("0 1 2\n1 x 3\n", r"train.txt, line 2: 'x' is not a non-negative integer ID"),
-    ("0 1 2\n\n2 -3\n", r"train.txt, line 3: '-3' is not a non-negative integer ID"),
-    ("0 1.5\n", r"train.txt, line 1: '1.5'"),
-    ("a 1\n", r"train.txt, line 1: 'a'"),
-    ("0 1\n1 12345678901234567890\n", r"train.txt, line 2: '12345678901234567890'"),
-])
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ("0 1 2\n1 x 3\n", r"train.txt, line 2: 'x' is not a non-negative integer ID"),
+        ("0 1 2\n\n2 -3\n", r"train.txt, line 3: '-3' is not a non-negative integer ID"),
+        ("0 1.5\n", r"train.txt, line 1: '1.5'"),
+        ("a 1\n", r"train.txt, line 1: 'a'"),
+        ("0 1\n1 12345678901234567890\n", r"train.txt, line 2: '12345678901234567890'"),
+    ],
+)
 def test_bad_lines_name_the_file_and_line(tmp_path, train, message):
     folder = write_layout(tmp_path / "set", {}, {0: [1]})
     (folder / "train.txt").write_text(train)
@@ -130,8 +134,10 @@ GOOD_TEST = b"0 4\n1 0\n2 3 4\n"
 def tiny_layout(monkeypatch, tmp_path):
     """A known LightGCN-layout dataset 'tiny' whose published digests are those of GOOD_*."""
     test_digests = hashlib.sha256(GOOD_TEST).hexdigest(), pair_digest(*parse_pairs(GOOD_TEST, "f"))
-    files = {"train.txt": PublishedFile(None, pair_digest(*parse_pairs(GOOD_TRAIN, "f"))),
-             "test.txt": PublishedFile(*test_digests)}
+    files = {
+        "train.txt": PublishedFile(None, pair_digest(*parse_pairs(GOOD_TRAIN, "f"))),
+        "test.txt": PublishedFile(*test_digests),
+    }
     monkeypatch.setitem(loading.KNOWN_DATASETS, "tiny", LightGCNDataset("tiny", "https://example.invalid/tiny", files))
     monkeypatch.setenv("FEDSHARE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("FEDSHARE_DATA_DIR", raising=False)
@@ -154,13 +160,17 @@ def test_a_local_copy_with_the_published_pairs_in_another_order_passes(tiny_layo
     assert len(load_raw(DataConfig(dataset="tiny", data_dir=str(root)))) == len(raw)
 
 
-@pytest.mark.parametrize("file_name, tampered", [("train.txt", b"0 1 2 3\n1 2 4\n2 0 9\n"),
-                                                 ("test.txt", b"0 4\n1 0\n2 3\n")])
+@pytest.mark.parametrize(
+    "file_name, tampered", [("train.txt", b"0 1 2 3\n1 2 4\n2 0 9\n"), ("test.txt", b"0 4\n1 0\n2 3\n")]
+)
 def test_a_tampered_local_file_is_refused_with_what_to_do(tiny_layout, monkeypatch, file_name, tampered):
     root = local_copy(tiny_layout / "data", **{file_name.split(".")[0]: tampered})
     monkeypatch.setenv("FEDSHARE_DATA_DIR", str(root))
-    with pytest.raises(DataError, match=rf"tiny/{file_name} is not the published file .*; replace it with the file "
-                                        rf"from https://example.invalid/tiny, or point FEDSHARE_DATA_DIR") as err:
+    with pytest.raises(
+        DataError,
+        match=rf"tiny/{file_name} is not the published file .*; replace it with the file "
+        rf"from https://example.invalid/tiny, or point FEDSHARE_DATA_DIR",
+    ) as err:
         load_raw(DataConfig(dataset="tiny"))
     assert "\n" not in str(err.value)
 
@@ -190,6 +200,7 @@ def fake_urlopen(monkeypatch, served: dict[str, bytes]) -> list[str]:
     def urlopen(url, timeout):
         calls.append(url)
         return _Response(served[url.rsplit("/", 1)[-1]])
+
     monkeypatch.setattr(loading.urllib.request, "urlopen", urlopen)
     return calls
 
@@ -213,8 +224,11 @@ def test_only_the_missing_file_is_downloaded(tiny_layout, monkeypatch):
 
 def test_a_tampered_download_is_refused_and_not_cached(tiny_layout, monkeypatch):
     fake_urlopen(monkeypatch, {"train.txt": b"0 1 2 3\n1 2 4\n2 0 7\n", "test.txt": GOOD_TEST})
-    with pytest.raises(DataError, match=r"tiny: the download from https://example.invalid/tiny/train.txt is not the "
-                                        r"published file .*; try again later, or pass --data-dir"):
+    with pytest.raises(
+        DataError,
+        match=r"tiny: the download from https://example.invalid/tiny/train.txt is not the "
+        r"published file .*; try again later, or pass --data-dir",
+    ):
         load_raw(DataConfig(dataset="tiny"))
     assert not (tiny_layout / "cache" / "tiny" / "train.txt").exists()
 
@@ -236,9 +250,13 @@ def test_a_tampered_cache_says_to_delete_it(tiny_layout, monkeypatch):
 def test_offline_gives_a_clear_error(tiny_layout, monkeypatch):
     def offline(url, timeout):
         raise urllib.error.URLError("Name or service not known")
+
     monkeypatch.setattr(loading.urllib.request, "urlopen", offline)
-    with pytest.raises(DataError, match=r"tiny is not available locally and the download from .* failed.*"
-                                        r"--data-dir or set FEDSHARE_DATA_DIR to a folder with tiny/train.txt"):
+    with pytest.raises(
+        DataError,
+        match=r"tiny is not available locally and the download from .* failed.*"
+        r"--data-dir or set FEDSHARE_DATA_DIR to a folder with tiny/train.txt",
+    ):
         load_raw(DataConfig(dataset="tiny"))
 
 
@@ -263,7 +281,7 @@ def test_fetch_copies_both_checked_files_once(tiny_layout, monkeypatch):
 @pytest.fixture
 def layout_folder(tmp_path):
     train, test = generated_layout()
-    train[40] = [1, 2]           # too few training pairs to give one to validation
+    train[40] = [1, 2]  # too few training pairs to give one to validation
     test[40] = [3]
     return write_layout(tmp_path / "set", train, test)
 
@@ -311,7 +329,7 @@ def test_the_table_looks_like_any_other_data_set(layout_folder):
 def test_overlaps_and_users_without_training_pairs(tmp_path):
     train, test = generated_layout(n_users=10)
     test[0] = test[0] + [train[0][0]]  # a pair in both files stays in test only
-    test[10] = [1, 2, 3]               # test pairs only: nothing to learn from, left out
+    test[10] = [1, 2, 3]  # test pairs only: nothing to learn from, left out
     folder = write_layout(tmp_path / "set", train, test)
     table = load_interactions(DataConfig(dataset=str(folder)), seed=0).table
     assert not table.duplicated(["user", "item"]).any()
@@ -321,8 +339,11 @@ def test_overlaps_and_users_without_training_pairs(tmp_path):
 
 def test_a_layout_too_small_to_split_is_one_sentence(tmp_path):
     folder = write_layout(tmp_path / "set", {0: [1], 1: [2]}, {0: [3], 1: [4]})
-    with pytest.raises(DataError, match=r"too small to split: .* give no validation interactions .*"
-                                        r"data.min_user_interactions = 3 training pairs"):
+    with pytest.raises(
+        DataError,
+        match=r"too small to split: .* give no validation interactions .*"
+        r"data.min_user_interactions = 3 training pairs",
+    ):
         load_interactions(DataConfig(dataset=str(folder)), seed=0)
     write_layout(folder, {0: [1, 2, 3], 1: [2, 3, 4]}, {0: [], 1: []})
     with pytest.raises(DataError, match=r"test.txt has no pairs"):
@@ -351,10 +372,14 @@ def test_real_gowalla_passes_the_checks_and_has_the_published_shape(monkeypatch)
     assert int(table["split"].isin(["train", "valid"]).sum()) == 810_128
     assert int(table["split"].eq("test").sum()) == 217_242
     test = table[table["split"] == "test"]
-    assert pair_digest(test["user_id"].to_numpy(), test["item_id"].to_numpy()) == \
-        "9d1add1d4eac36738054fd06efc7fb70acccad526848d78c10fee33498517395"
+    assert (
+        pair_digest(test["user_id"].to_numpy(), test["item_id"].to_numpy())
+        == "9d1add1d4eac36738054fd06efc7fb70acccad526848d78c10fee33498517395"
+    )
     kept = table[table["split"] != "test"]
-    assert pair_digest(kept["user_id"].to_numpy(), kept["item_id"].to_numpy()) == \
-        "2ddf160a77f38b0018bd6c77cf3dcb40dd98bb50518b17d599732301f8541e75"
+    assert (
+        pair_digest(kept["user_id"].to_numpy(), kept["item_id"].to_numpy())
+        == "2ddf160a77f38b0018bd6c77cf3dcb40dd98bb50518b17d599732301f8541e75"
+    )
     assert table.loc[table["split"] == "train", "user"].nunique() == interactions.n_users
     assert seconds < 60, f"loading and splitting Gowalla took {seconds:.1f}s"  # a few seconds; minutes is a bug

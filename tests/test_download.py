@@ -22,8 +22,13 @@ def _archive(payload: bytes) -> bytes:
 @pytest.fixture
 def tiny_dataset(monkeypatch, tmp_path):
     payload = b"1\t10\t5\t100\n2\t10\t3\t200\n"
-    known = KnownDataset("tiny/u.data", "\t", "https://example.invalid/tiny.zip", "tiny/u.data",
-                         ("sha256", hashlib.sha256(payload).hexdigest()))
+    known = KnownDataset(
+        "tiny/u.data",
+        "\t",
+        "https://example.invalid/tiny.zip",
+        "tiny/u.data",
+        ("sha256", hashlib.sha256(payload).hexdigest()),
+    )
     monkeypatch.setitem(data.KNOWN_DATASETS, "tiny", known)
     monkeypatch.setenv("FEDSHARE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("FEDSHARE_DATA_DIR", raising=False)
@@ -40,7 +45,9 @@ class _Response(io.BytesIO):
 
 def test_download_checks_the_checksum_and_caches(monkeypatch, tiny_dataset, tmp_path):
     calls = []
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: calls.append(url) or _Response(_archive(tiny_dataset)))
+    monkeypatch.setattr(
+        data.urllib.request, "urlopen", lambda url, timeout: calls.append(url) or _Response(_archive(tiny_dataset))
+    )
     path = locate_dataset("tiny", None)
     assert path.read_bytes() == tiny_dataset and path.is_relative_to(tmp_path / "cache")
     assert locate_dataset("tiny", None) == path and len(calls) == 1  # second call uses the cache
@@ -55,6 +62,7 @@ def test_a_tampered_download_is_refused(monkeypatch, tiny_dataset):
 def test_offline_gives_a_clear_error(monkeypatch, tiny_dataset):
     def offline(url, timeout):
         raise urllib.error.URLError("Name or service not known")
+
     monkeypatch.setattr(data.urllib.request, "urlopen", offline)
     with pytest.raises(DataError, match="download .* failed.*--data-dir"):
         locate_dataset("tiny", None)

@@ -16,8 +16,11 @@ pytestmark = pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed i
 
 
 def run(args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(cwd)}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(cwd),
+    }
     out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if check:
         assert out.returncode == 0, f"{args}: {out.stdout[-2000:]}\n{out.stderr[-3000:]}"
@@ -28,8 +31,13 @@ def run(args, cwd, check=True):
 def clean_clone(tmp_path_factory):
     """The repository's tracked and untracked-but-not-ignored files, as a fresh git repo, on tiny data."""
     root = tmp_path_factory.mktemp("clone") / "fedshare"
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         if (REPO / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -79,8 +87,10 @@ def test_dvc_experiment_compares_sharing_policies(clean_clone):
     shown = json.loads(run([str(DVC), "exp", "show", "--json"], clean_clone).stdout)
     policies = set()
     for entry in shown:
-        for experiment_entry in [entry] + [e for group in entry.get("experiments") or [] for e in group.get("revs", [])]:
-            data = (experiment_entry.get("data") or {})
+        for experiment_entry in [entry] + [
+            e for group in entry.get("experiments") or [] for e in group.get("revs", [])
+        ]:
+            data = experiment_entry.get("data") or {}
             policy = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("sharing", {}).get("policy")
             policies.add(policy)
     assert {"mixed", "all"} <= policies

@@ -19,12 +19,20 @@ def _config(tiny_config, **federated):
 
 @pytest.mark.parametrize("encoder", ["mf", "ego_lightgcn"])
 @pytest.mark.parametrize("local_steps, negatives, fraction", [(1, 1, 1.0), (3, 2, 1.0), (2, 1, 0.5)])
-def test_vectorized_round_equals_per_client_loop(tiny_config, tiny_interactions, encoder, local_steps, negatives, fraction):
+def test_vectorized_round_equals_per_client_loop(
+    tiny_config, tiny_interactions, encoder, local_steps, negatives, fraction
+):
     mask = build_mask(tiny_interactions, SharingConfig(policy="mixed"), seed=0)
     states = []
     for implementation in ("vectorized", "loop"):
-        config = _config(tiny_config, implementation=implementation, local_steps=local_steps,
-                         negatives=negatives, client_fraction=fraction, local_lr=0.5)
+        config = _config(
+            tiny_config,
+            implementation=implementation,
+            local_steps=local_steps,
+            negatives=negatives,
+            client_fraction=fraction,
+            local_lr=0.5,
+        )
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, client_encoder=encoder))
         model, generator = build_model(config, tiny_interactions, mask, torch.device("cpu"))
         for _ in range(2):
@@ -60,9 +68,11 @@ def test_chunked_rounds_equal_one_pass(tiny_config, tiny_interactions, chunk):
 @pytest.mark.parametrize("negatives", [1, 3])
 def test_closed_form_bpr_gradients_match_autograd(negatives):
     from fedshare.model.losses import bpr_gradients, bpr_terms
+
     generator = torch.Generator().manual_seed(0)
-    user, pos, neg = (torch.randn(shape, generator=generator, dtype=torch.float64)
-                      for shape in ((40, 8), (40, 8), (40, negatives, 8)))
+    user, pos, neg = (
+        torch.randn(shape, generator=generator, dtype=torch.float64) for shape in ((40, 8), (40, 8), (40, negatives, 8))
+    )
     terms, d_user, d_pos, d_neg = bpr_gradients(user, pos, neg, scale=0.3)
     inputs = [tensor.clone().requires_grad_() for tensor in (user, pos, neg)]
     expected_terms = bpr_terms(*inputs)
@@ -80,6 +90,7 @@ def test_closed_form_client_gradients_match_autograd(tiny_config, dedupe, negati
         make_batch,
         mf_client_gradients,
     )
+
     generator = torch.Generator().manual_seed(1)
     n_users, n_items, n = 5, 12, 30
     interaction_users = torch.sort(torch.randint(0, n_users, (n,), generator=generator)).values
@@ -101,6 +112,7 @@ def test_closed_form_client_gradients_match_autograd(tiny_config, dedupe, negati
 def test_chunked_server_bpr_matches_autograd():
     """The server's chunked, hand-differentiated mean BPR has autograd's value and gradient."""
     from fedshare.model.losses import bpr_terms, chunked_mean_bpr
+
     generator = torch.Generator().manual_seed(2)
     users, items, negatives = (torch.randint(0, size, (60,), generator=generator) for size in (7, 9, 9))
     tables = [torch.randn(size, 4, generator=generator, dtype=torch.float64, requires_grad=True) for size in (7, 9)]
@@ -135,8 +147,13 @@ def _integer_tensors(obj, seen=None):
         if not obj.is_floating_point() and obj.layout == torch.strided:
             yield obj
         return
-    children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else (
-        vars(obj).values() if hasattr(obj, "__dict__") else ())
+    children = (
+        obj.values()
+        if isinstance(obj, dict)
+        else obj
+        if isinstance(obj, (list, tuple))
+        else (vars(obj).values() if hasattr(obj, "__dict__") else ())
+    )
     for child in children:
         yield from _integer_tensors(child, seen)
 
@@ -169,6 +186,7 @@ def test_server_never_holds_an_unshared_interaction(tiny_config, tiny_interactio
 
 def test_server_is_built_from_the_shared_graph_only():
     import inspect
+
     parameters = inspect.signature(Server.__init__).parameters
     assert list(parameters)[1] == "graph" and "SharedGraph" in str(parameters["graph"].annotation)
     annotations = " ".join(str(p.annotation) for p in parameters.values())
@@ -217,8 +235,9 @@ def test_server_mini_batches_take_one_step_per_batch_and_learn_faster(tiny_confi
     config = dataclasses.replace(tiny_config, run=dataclasses.replace(tiny_config.run, method="central"))
     losses = {}
     for batch in (0, 64):
-        model, generator = build_model(_config(config, server_batch=batch), tiny_interactions, mask,
-                                       torch.device("cpu"))
+        model, generator = build_model(
+            _config(config, server_batch=batch), tiny_interactions, mask, torch.device("cpu")
+        )
         steps = []
         model.server.graph_optimizer.register_step_post_hook(lambda *_: steps.append(1))
         for _ in range(3):

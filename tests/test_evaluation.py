@@ -12,12 +12,19 @@ def test_metrics_match_a_hand_computed_case():
     items = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]])
     # user 0: item 4 seen in training (masked) -> ranking 3, 2, 1, 0; truth {2, 0}
     # user 1: nothing seen -> ranking 4, 3, 2, 1, 0; truth {3}
-    out = rank_metrics(users, items, truth_users=np.array([0, 0, 1]), truth_items=np.array([2, 0, 3]),
-                       seen_users=np.array([0]), seen_items=np.array([4]), ks=[2, 4])
+    out = rank_metrics(
+        users,
+        items,
+        truth_users=np.array([0, 0, 1]),
+        truth_items=np.array([2, 0, 3]),
+        seen_users=np.array([0]),
+        seen_items=np.array([4]),
+        ks=[2, 4],
+    )
     d = lambda rank: 1 / math.log2(rank + 1)  # noqa: E731  (rank 1 is the top)
-    assert np.allclose(out["recall@2"], [0.5, 1.0])           # user 0 hits item 2 at rank 2
+    assert np.allclose(out["recall@2"], [0.5, 1.0])  # user 0 hits item 2 at rank 2
     assert np.allclose(out["ndcg@2"], [d(2) / (d(1) + d(2)), d(2) / d(1)])
-    assert np.allclose(out["recall@4"], [1.0, 1.0])           # item 0 at rank 4
+    assert np.allclose(out["recall@4"], [1.0, 1.0])  # item 0 at rank 4
     assert np.allclose(out["ndcg@4"], [(d(2) + d(4)) / (d(1) + d(2)), d(2) / d(1)])
     summary = summarize(out, {"even": np.array([True, False])})
     assert np.isclose(summary["recall@2"], 0.75) and np.isclose(summary["even/recall@2"], 0.5)

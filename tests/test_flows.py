@@ -26,8 +26,13 @@ def trained(prefect_backend, tmp_path_factory):
     folder = tmp_path_factory.mktemp("flows")
     data = folder / "inter.csv"
     synthetic_raw().to_csv(data, index=False)
-    overrides = [f"data.dataset={data}", "federated.rounds=4", "eval.every=2", "model.dim=8",
-                 "tracking.registered_model=flow-test"]
+    overrides = [
+        f"data.dataset={data}",
+        "federated.rounds=4",
+        "eval.every=2",
+        "model.dim=8",
+        "tracking.registered_model=flow-test",
+    ]
     state = training_flow(str(folder / "work"), str(folder / "state"), overrides, keep_workdir=True, return_state=True)
     assert state.is_completed()
     return folder, overrides, state.result()
@@ -38,9 +43,11 @@ def test_training_flow_leaves_no_workdir_by_default(prefect_backend, tmp_path):
 
     data = tmp_path / "inter.csv"
     synthetic_raw().to_csv(data, index=False)
-    metrics = training_flow(str(tmp_path / "work"), str(tmp_path / "state"),
-                            [f"data.dataset={data}", "federated.rounds=2", "eval.every=1", "model.dim=8",
-                             "tracking.enabled=false"])
+    metrics = training_flow(
+        str(tmp_path / "work"),
+        str(tmp_path / "state"),
+        [f"data.dataset={data}", "federated.rounds=2", "eval.every=1", "model.dim=8", "tracking.enabled=false"],
+    )
     assert metrics["served"] and not (tmp_path / "work").exists()
     assert (tmp_path / "state" / "models" / "0000" / "server.pt").exists()
 
@@ -67,8 +74,9 @@ def test_unlearning_flow_applies_valid_requests_and_rejects_the_rest(trained):
     shared = mask[mask["shared"]]
     user_id, item_id = int(shared["user_id"].iloc[0]), int(shared["item_id"].iloc[0])
     before = mask[mask["shared"] & (mask["user_id"] == user_id)]
-    pd.DataFrame({"request_id": ["a", "b", "a"], "user_id": [user_id, 424242, user_id],
-                  "item_id": [item_id, "", item_id]}).to_csv(inbox / "req1.csv", index=False)
+    pd.DataFrame(
+        {"request_id": ["a", "b", "a"], "user_id": [user_id, 424242, user_id], "item_id": [item_id, "", item_id]}
+    ).to_csv(inbox / "req1.csv", index=False)
     (inbox / "broken.csv").write_bytes(b"\xff\xfe\x00 not a csv")
 
     outcomes = unlearning_flow(str(state), str(inbox), "contrastive", overrides)
@@ -109,7 +117,8 @@ def test_a_bad_request_file_changes_nothing(trained):
     masks_before = (state / "models" / current / "masks.parquet").read_bytes()
     journal_before = (state / "journal.jsonl").read_text()
     pd.DataFrame({"request_id": ["x", "y"], "user_id": ["-3", "abc"], "item_id": ["", "1"]}).to_csv(
-        inbox / "bad.csv", index=False)
+        inbox / "bad.csv", index=False
+    )
 
     outcomes = unlearning_flow(str(state), str(inbox), "contrastive", overrides)
 

@@ -54,8 +54,18 @@ class CheckedLog(UpdateLog):
 
 
 def _setup(overrides=(), policy="mixed", n_users=40):
-    config = load_config(None, ["federated.rounds=8", "eval.every=2", "eval.patience=100", "model.dim=8",
-                                "model.align_batch=16", "model.contrastive_weight=0.1", *overrides])
+    config = load_config(
+        None,
+        [
+            "federated.rounds=8",
+            "eval.every=2",
+            "eval.patience=100",
+            "model.dim=8",
+            "model.align_batch=16",
+            "model.contrastive_weight=0.1",
+            *overrides,
+        ],
+    )
     interactions = prepare(synthetic_raw(n_users=n_users, n_items=60), config.data, seed=0)
     mask = build_mask(interactions, SharingConfig(policy=policy), seed=0)
     return config, interactions, mask
@@ -63,7 +73,7 @@ def _setup(overrides=(), policy="mixed", n_users=40):
 
 def test_top_share_keeps_ceil_alpha_of_each_group_by_score():
     groups = torch.tensor([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2])
-    scores = torch.tensor([5., 1, 9, 3, 7, 2, 8, 4, 6, 0, 1, 2, 3])
+    scores = torch.tensor([5.0, 1, 9, 3, 7, 2, 8, 4, 6, 0, 1, 2, 3])
     kept = top_share(groups, scores, 0.3)
     assert kept.tolist() == [2, 4, 6, 11, 12]  # 0.3*10 -> 3 rows (not 4), 0.3*2 -> 1, 0.3*1 -> 1
 
@@ -96,13 +106,17 @@ def test_log_keeps_top_alpha_rows_per_client_and_bytes_are_the_files(tmp_path):
     # The reported bytes are the files in the folder, measured on disk.
     on_disk = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(log.folder) for name in names)
     assert log.bytes_on_disk() == on_disk > 0
-    assert log.bytes_on_disk("clients") + log.bytes_on_disk("server") + (log.folder / "meta.json").stat().st_size == on_disk
+    assert (
+        log.bytes_on_disk("clients") + log.bytes_on_disk("server") + (log.folder / "meta.json").stat().st_size
+        == on_disk
+    )
     # Off by default.
     assert load_config(None).unlearning.fru_alpha == 0.0
 
 
-@pytest.mark.parametrize("overrides", [(), ("federated.client_fraction=0.5", "federated.local_steps=2",
-                                             "federated.negatives=2")])
+@pytest.mark.parametrize(
+    "overrides", [(), ("federated.client_fraction=0.5", "federated.local_steps=2", "federated.negatives=2")]
+)
 def test_replay_of_the_full_log_rebuilds_the_trained_server(tmp_path, overrides):
     config, interactions, mask = _setup(overrides)
     log = UpdateLog(tmp_path / "log", alpha=1.0)
@@ -141,8 +155,10 @@ def test_fru_unlearning_removes_edges_and_lowers_scores(tmp_path):
     remaining = new_mask[new_mask["shared"]]
     rng = np.random.default_rng(0)
     random_items = rng.integers(interactions.n_items, size=len(remaining))
-    assert server_scores(model, remaining["user"].to_numpy(), remaining["item"].to_numpy()).mean() > \
-        server_scores(model, remaining["user"].to_numpy(), random_items).mean()
+    assert (
+        server_scores(model, remaining["user"].to_numpy(), remaining["item"].to_numpy()).mean()
+        > server_scores(model, remaining["user"].to_numpy(), random_items).mean()
+    )
     assert evaluate(model, interactions, "test")["recall@20"] > 0.5 * result.best_validation["recall@20"]
 
 

@@ -32,8 +32,15 @@ def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     data = folder / "inter.csv"
     synthetic_raw(n_users=40, n_items=60, per_user=12).to_csv(data, index=False)
-    overrides = [f"data.dataset={data}", "federated.rounds=4", "eval.every=2", "model.dim=8",
-                 "unlearning.rounds=2", "unlearning.snapshot_rounds=[0, 2]", "tracking.enabled=false"]
+    overrides = [
+        f"data.dataset={data}",
+        "federated.rounds=4",
+        "eval.every=2",
+        "model.dim=8",
+        "unlearning.rounds=2",
+        "unlearning.snapshot_rounds=[0, 2]",
+        "tracking.enabled=false",
+    ]
     config = load_config(None, overrides)
     train_stage(config, folder / "run", progress=False)
     assert publish(config, folder / "state", folder / "run")
@@ -59,12 +66,15 @@ def valid_requests(mask, count=3):
 
 def cli(args, env_extra=None, timeout=300):
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "fedshare.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fedshare.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def inbox_args(state, inbox, overrides):
-    return ["process-inbox", "--state", str(state), "--inbox", str(inbox)] + [x for o in overrides for x in ("--set", o)]
+    return ["process-inbox", "--state", str(state), "--inbox", str(inbox)] + [
+        x for o in overrides for x in ("--set", o)
+    ]
 
 
 def outcome(state):
@@ -84,9 +94,16 @@ headers = st.lists(st.sampled_from(["request_id", "user_id", "item_id", "extra",
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(raw=st.one_of(st.binary(max_size=300),
-                     st.builds(lambda h, rows: (",".join(h) + "\n" + "\n".join(",".join(r) for r in rows)).encode(),
-                               headers, st.lists(st.lists(cells, min_size=0, max_size=5), max_size=8))))
+@given(
+    raw=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda h, rows: (",".join(h) + "\n" + "\n".join(",".join(r) for r in rows)).encode(),
+            headers,
+            st.lists(st.lists(cells, min_size=0, max_size=5), max_size=8),
+        ),
+    )
+)
 def test_hostile_request_files_never_crash_and_account_for_every_row(served, tmp_path_factory, raw):
     state, _, mask = served
     path = tmp_path_factory.mktemp("hostile") / "req.csv"
@@ -99,29 +116,48 @@ def test_hostile_request_files_never_crash_and_account_for_every_row(served, tmp
         return
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     assert len(taken.accepted) + len(taken.rejected) == len(table)
-    assert set(taken.rejected["reason"]) <= {"duplicate request_id", "user_id and item_id must be non-negative integers",
-                                             "unknown user", "user shares nothing", "item not currently shared by this user",
-                                             "request_id is empty"}
+    assert set(taken.rejected["reason"]) <= {
+        "duplicate request_id",
+        "user_id and item_id must be non-negative integers",
+        "unknown user",
+        "user shares nothing",
+        "item not currently shared by this user",
+        "request_id is empty",
+    }
     shared_users = set(mask.loc[mask["shared"], "user_id"].astype(str))
     assert set(taken.accepted["user_id"].astype(str).str.strip().str.lstrip("0").replace("", "0")) <= shared_users
     assert {p: p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file()} == before  # nothing written
 
 
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(junk=st.lists(st.tuples(st.text(max_size=4), st.one_of(st.integers(-3, 999), st.integers(2000, 10**9)),
-                               st.sampled_from(["", "5000", "x", "-1"])), max_size=6),
-       seed=st.integers(0, 10**6))
+@given(
+    junk=st.lists(
+        st.tuples(
+            st.text(max_size=4),
+            st.one_of(st.integers(-3, 999), st.integers(2000, 10**9)),
+            st.sampled_from(["", "5000", "x", "-1"]),
+        ),
+        max_size=6,
+    ),
+    seed=st.integers(0, 10**6),
+)
 def test_valid_requests_are_applied_whatever_junk_surrounds_them(served, tmp_path_factory, junk, seed):
     state, inbox, overrides, mask = fresh(served, tmp_path_factory.mktemp("mixed"))
     good = valid_requests(mask, 2)
     # Junk: user IDs outside the fixture's users (1000-1039), so no junk row is a valid request.
-    bad = pd.DataFrame([{"request_id": f"j{i}-{r}", "user_id": u, "item_id": it} for i, (r, u, it) in enumerate(junk)],
-                       columns=["request_id", "user_id", "item_id"])
+    bad = pd.DataFrame(
+        [{"request_id": f"j{i}-{r}", "user_id": u, "item_id": it} for i, (r, u, it) in enumerate(junk)],
+        columns=["request_id", "user_id", "item_id"],
+    )
     rows = pd.concat([good, bad], ignore_index=True).sample(frac=1, random_state=seed)
     rows.to_csv(inbox / "req.csv", index=False)
-    parsed = pd.read_csv(inbox / "req.csv", dtype=str, keep_default_na=False)  # what the file says (e.g. \r splits rows)
+    parsed = pd.read_csv(
+        inbox / "req.csv", dtype=str, keep_default_na=False
+    )  # what the file says (e.g. \r splits rows)
     outcomes = process_inbox(load_config(None, overrides), state, inbox, "contrastive")
-    applied_ids = {e["request_id"] for e in RequestJournal(state / "journal.jsonl").entries() if e["state"] == "applied"}
+    applied_ids = {
+        e["request_id"] for e in RequestJournal(state / "journal.jsonl").entries() if e["state"] == "applied"
+    }
     assert set(good["request_id"]) <= applied_ids
     rejected = pd.read_csv(inbox / "processed" / "req.rejections.csv", dtype=str, keep_default_na=False)
     assert outcomes[0]["applied"] + len(rejected) == len(parsed)
@@ -145,8 +181,19 @@ def test_unshare_cli_on_a_file_without_request_columns_exits_2(served, tmp_path)
     state, _, _, _ = fresh(served, tmp_path)
     bad = tmp_path / "bad.csv"
     bad.write_text("who,what\n1,2\n")
-    out = cli(["unshare", "--run", str(state / "models" / "0000"), "--requests", str(bad), "--out", str(tmp_path / "u"),
-               "--set", "tracking.enabled=false"])
+    out = cli(
+        [
+            "unshare",
+            "--run",
+            str(state / "models" / "0000"),
+            "--requests",
+            str(bad),
+            "--out",
+            str(tmp_path / "u"),
+            "--set",
+            "tracking.enabled=false",
+        ]
+    )
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "lacks column" in out.stderr
 
 
@@ -166,6 +213,7 @@ def test_request_ids_are_never_applied_twice_across_files(served, tmp_path):
 
 
 # -- crashes -----------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def reference(served, tmp_path_factory):
@@ -206,8 +254,12 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(serve
     state, inbox, overrides, mask = fresh(served, tmp_path)
     valid_requests(mask).to_csv(inbox / "req.csv", index=False)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "fedshare.cli", *inbox_args(state, inbox, overrides)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fedshare.cli", *inbox_args(state, inbox, overrides)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(random.Random(trial).uniform(1.0, 6.0))
     process.kill()
     process.wait()
@@ -217,6 +269,7 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(serve
 
 
 # -- concurrency -------------------------------------------------------------------------------------
+
 
 def test_the_state_lock_excludes_a_second_holder(tmp_path):
     with state_lock(tmp_path):
@@ -242,8 +295,16 @@ def test_two_processes_started_at_once_apply_each_request_once(served, reference
     state, inbox, overrides, mask = fresh(served, tmp_path)
     valid_requests(mask).to_csv(inbox / "req.csv", index=False)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    processes = [subprocess.Popen([sys.executable, "-m", "fedshare.cli", *inbox_args(state, inbox, overrides)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "fedshare.cli", *inbox_args(state, inbox, overrides)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in processes]
     assert all(p.returncode == 0 for p in processes), results
     assert sum("requests applied" in out for out, _ in results) == 1  # the other found the inbox empty

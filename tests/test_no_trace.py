@@ -51,9 +51,16 @@ def repo(tmp_path):
 def serve_and_unshare(repo, retention_days):
     data = repo / "inter.csv"
     synthetic_raw(n_users=30, n_items=50, per_user=12).to_csv(data, index=False)
-    overrides = [f"data.dataset={data}", "federated.rounds=4", "eval.every=2", "model.dim=8", "unlearning.rounds=2",
-                 "unlearning.snapshot_rounds=[0, 2]", f"requests.retention_days={retention_days}",
-                 f"tracking.registered_model=no-trace-{retention_days}-{repo.name}"]
+    overrides = [
+        f"data.dataset={data}",
+        "federated.rounds=4",
+        "eval.every=2",
+        "model.dim=8",
+        "unlearning.rounds=2",
+        "unlearning.snapshot_rounds=[0, 2]",
+        f"requests.retention_days={retention_days}",
+        f"tracking.registered_model=no-trace-{retention_days}-{repo.name}",
+    ]
     config = load_config(None, overrides)
     train_stage(config, repo / "run", progress=False)
     state, inbox = repo / "state", repo / "inbox"
@@ -62,7 +69,9 @@ def serve_and_unshare(repo, retention_days):
     user_id = int(mask.loc[mask["shared"], "user_id"].iloc[0])
     gone = mask[mask["shared"] & (mask["user_id"] == user_id)]
     inbox.mkdir()
-    pd.DataFrame({"request_id": ["forget-me"], "user_id": [user_id], "item_id": [""]}).to_csv(inbox / "r.csv", index=False)
+    pd.DataFrame({"request_id": ["forget-me"], "user_id": [user_id], "item_id": [""]}).to_csv(
+        inbox / "r.csv", index=False
+    )
     [result] = process_inbox(config, state, inbox, "contrastive")
     assert result["applied"] == 1
     raw = set(zip(gone["user_id"].astype(int), gone["item_id"].astype(int)))
@@ -101,7 +110,16 @@ def test_retention_keeps_old_versions_until_fedshare_purge_after_it(repo):
     leaked = [p for p in server_side_files(repo) if (shared_pairs_in(p) or set()) & unshared]
     assert leaked and all(".dvc" in str(p) for p in leaked)  # only the older DVC mask version, kept for a day
     assert len(mask_versions(state)) == 2
-    purged = purge(load_config(None, [f"data.dataset={config.data.dataset}", "requests.retention_days=0",
-                                      f"tracking.registered_model={config.tracking.registered_model}"]), state)
+    purged = purge(
+        load_config(
+            None,
+            [
+                f"data.dataset={config.data.dataset}",
+                "requests.retention_days=0",
+                f"tracking.registered_model={config.tracking.registered_model}",
+            ],
+        ),
+        state,
+    )
     assert len(purged["mask_versions"]) == 1 and purged["mlflow_versions"]
     assert not [p for p in server_side_files(repo) if (shared_pairs_in(p) or set()) & unshared]

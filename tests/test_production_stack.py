@@ -45,10 +45,11 @@ ENV_EXAMPLE = DOCKER / ".env.example"
 PREFECT_YAML = REPO / "prefect.yaml"
 
 STARTUP_TIMEOUT = 120  # seconds for a server to answer its health check (2 shared cores, fresh databases)
-STOP_TIMEOUT = 30      # mlflow server takes 5-8 s to take its 9 processes down
+STOP_TIMEOUT = 30  # mlflow server takes 5-8 s to take its 9 processes down
 
 
 # -- helpers for the static checks --------------------------------------------------------------------
+
 
 def env_example() -> dict[str, str]:
     values = {}
@@ -148,9 +149,12 @@ def deployments():
 
 # -- docker/compose.yaml ------------------------------------------------------------------------------
 
+
 def test_compose_has_the_stack_with_healthchecks_and_ordered_startup(compose):
     services = compose["services"]
-    assert {"postgres", "minio", "minio-init", "mlflow", "prefect-server", "prefect-worker", "fedshare"} <= set(services)
+    assert {"postgres", "minio", "minio-init", "mlflow", "prefect-server", "prefect-worker", "fedshare"} <= set(
+        services
+    )
     for name, service in services.items():
         assert "image" in service or "build" in service, name
         check = service.get("healthcheck")
@@ -205,16 +209,18 @@ def test_compose_wiring_mlflow_prefect_and_the_flows(compose):
     mlflow = services["mlflow"]
     words = command_words(mlflow)
     backend = next(w.split("=", 1)[1] for w in words if w.startswith("--backend-store-uri="))
-    assert backend == (f"postgresql://{values['POSTGRES_USER']}:{values['POSTGRES_PASSWORD']}@postgres:5432/"
-                       f"{values['MLFLOW_DB']}")
+    assert backend == (
+        f"postgresql://{values['POSTGRES_USER']}:{values['POSTGRES_PASSWORD']}@postgres:5432/{values['MLFLOW_DB']}"
+    )
     assert "--serve-artifacts" in words
     assert f"--artifacts-destination=s3://{values['MLFLOW_BUCKET']}/artifacts" in words
     assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert mlflow["environment"]["AWS_ACCESS_KEY_ID"] == values["MINIO_ROOT_USER"]
     allowed = next(w.split("=", 1)[1] for w in words if w.startswith("--allowed-hosts=")).split(",")
-    assert any(fnmatch("mlflow:5000", host) if "*" in host else host == "mlflow:5000" for host in allowed), \
+    assert any(fnmatch("mlflow:5000", host) if "*" in host else host == "mlflow:5000" for host in allowed), (
         f"MLflow would answer 403 to the stack's clients (Host: mlflow:5000); allowed: {allowed}"
-    assert "mb --ignore-existing \"store/$MLFLOW_BUCKET\"" in " ".join(command_words(services["minio-init"]))
+    )
+    assert 'mb --ignore-existing "store/$MLFLOW_BUCKET"' in " ".join(command_words(services["minio-init"]))
     dockerfile = (DOCKER / "mlflow.Dockerfile").read_text()
     assert f"MLFLOW_VERSION={requirement_pin('mlflow')}" in dockerfile
     assert "psycopg2-binary==" in dockerfile and "boto3==" in dockerfile
@@ -222,8 +228,13 @@ def test_compose_wiring_mlflow_prefect_and_the_flows(compose):
     prefect = services["prefect-server"]
     assert prefect["image"].startswith(f"prefecthq/prefect:{requirement_pin('prefect')}-")
     assert prefect["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
-    assert prefect["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].endswith(f"@postgres:5432/{values['PREFECT_DB']}")
-    assert f'CREATE DATABASE "{values["PREFECT_DB"]}"' in interpolate(compose["configs"], values)["postgres-init"]["content"]
+    assert prefect["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].endswith(
+        f"@postgres:5432/{values['PREFECT_DB']}"
+    )
+    assert (
+        f'CREATE DATABASE "{values["PREFECT_DB"]}"'
+        in interpolate(compose["configs"], values)["postgres-init"]["content"]
+    )
     assert values["PREFECT_DB"] != values["MLFLOW_DB"]  # both keep an alembic_version table
     # The flows' containers reach both servers by service name; the worker polls prefect.yaml's pool
     pool = {d["work_pool"]["name"] for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
@@ -245,12 +256,21 @@ def test_the_image_installs_like_setup_sh():
     for step in ("-m venv", "install -q -r requirements.txt -c constraints.txt", "install -q --no-deps -e ."):
         assert step in setup and step in dockerfile, step
     copied = {word for line in dockerfile.splitlines() if line.startswith("COPY") for word in line.split()[1:-1]}
-    needed = {"requirements.txt", "constraints.txt", "pyproject.toml", "params.yaml", "prefect.yaml", "fedshare", "flows"}
+    needed = {
+        "requirements.txt",
+        "constraints.txt",
+        "pyproject.toml",
+        "params.yaml",
+        "prefect.yaml",
+        "fedshare",
+        "flows",
+    }
     assert needed <= copied, f"not copied into the image: {needed - copied}"
     assert 'ENTRYPOINT ["fedshare"]' in dockerfile
 
 
 # -- prefect.yaml -------------------------------------------------------------------------------------
+
 
 def test_prefect_yaml_deploys_both_flows_on_the_fedshare_pool(deployments):
     from prefect.client.schemas.schedules import CronSchedule
@@ -258,8 +278,10 @@ def test_prefect_yaml_deploys_both_flows_on_the_fedshare_pool(deployments):
     project, by_name = deployments
     assert project["prefect-version"] == requirement_pin("prefect")
     assert set(by_name) == {"nightly", "inbox"}
-    expected = {"nightly": ("flows/training.py:training_flow", "0 3 * * *"),
-                "inbox": ("flows/unlearning.py:unlearning_flow", "*/10 * * * *")}
+    expected = {
+        "nightly": ("flows/training.py:training_flow", "0 3 * * *"),
+        "inbox": ("flows/unlearning.py:unlearning_flow", "*/10 * * * *"),
+    }
     for name, (entrypoint, cron) in expected.items():
         deployment = by_name[name]
         assert deployment["entrypoint"] == entrypoint
@@ -273,6 +295,7 @@ def test_prefect_yaml_deploys_both_flows_on_the_fedshare_pool(deployments):
 
 
 # -- the integration test -----------------------------------------------------------------------------
+
 
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
@@ -325,8 +348,9 @@ def started(command: list[str], env: dict[str, str], log: Path, timeout: float, 
     """A subprocess in its own group, waited for on leaving the block (killed whole on timeout, on an
     error in the block, and when done: the worker's flow-run process too); fails with its log's tail."""
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + timeout
     code = None
     try:
@@ -349,15 +373,16 @@ def http_json(url: str, body: dict | None = None, attempts: int = 6):
     (the Prefect server answers 503 while its sqlite database is busy, seen on a loaded machine)."""
     data = json.dumps(body).encode() if body is not None else None
     for attempt in range(attempts):
-        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
-                                         method="POST" if data is not None else "GET")
+        request = urllib.request.Request(
+            url, data=data, headers={"Content-Type": "application/json"}, method="POST" if data is not None else "GET"
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as err:
             if err.code not in (429, 502, 503) or attempt == attempts - 1:
                 raise AssertionError(f"{request.method} {url} -> {err.code}: {err.read()[:500]!r}") from None
-        time.sleep(2 ** attempt / 2)
+        time.sleep(2**attempt / 2)
 
 
 def http_status(url: str, headers: dict | None = None) -> int:
@@ -386,23 +411,57 @@ def running_servers(folder: Path):
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     base.update(DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     artifacts = folder / "mlflow-artifacts"
-    mlflow_cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-                  "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(artifacts),
-                  "--workers", "1", "--allowed-hosts", env_example()["MLFLOW_ALLOWED_HOSTS"]]
-    prefect_env = {**base, "PREFECT_HOME": str(folder / "prefect-server-home"), "PREFECT_UI_ENABLED": "false",
-                   "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{folder / 'prefect.db'}",
-                   # the deployments' crons must not create runs of their own during the test
-                   "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}
-    prefect_cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)]
+    mlflow_cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(mlflow_port),
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(artifacts),
+        "--workers",
+        "1",
+        "--allowed-hosts",
+        env_example()["MLFLOW_ALLOWED_HOSTS"],
+    ]
+    prefect_env = {
+        **base,
+        "PREFECT_HOME": str(folder / "prefect-server-home"),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{folder / 'prefect.db'}",
+        # the deployments' crons must not create runs of their own during the test
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+    }
+    prefect_cmd = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(prefect_port),
+    ]
     processes, logs = [], {}
     try:
         for name, command, env in (("mlflow", mlflow_cmd, base), ("prefect", prefect_cmd, prefect_env)):
             logs[name] = folder / f"{name}-server.log"
             with logs[name].open("w") as out:
-                processes.append(subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                  start_new_session=True))
-        health = {"mlflow": f"http://127.0.0.1:{mlflow_port}/health",
-                  "prefect": f"http://127.0.0.1:{prefect_port}/api/health"}
+                processes.append(
+                    subprocess.Popen(
+                        command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
+        health = {
+            "mlflow": f"http://127.0.0.1:{mlflow_port}/health",
+            "prefect": f"http://127.0.0.1:{prefect_port}/api/health",
+        }
         waiting = dict(zip(health, processes))
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while waiting:
@@ -410,11 +469,17 @@ def running_servers(folder: Path):
                 assert process.poll() is None, f"{name} server exited ({process.returncode}):\n{tail(logs[name])}"
                 if http_status(health[name]) == 200:
                     del waiting[name]
-            assert time.monotonic() < deadline, f"not healthy after {STARTUP_TIMEOUT} s: {list(waiting)}\n" + \
-                "\n".join(tail(logs[name]) for name in waiting)
+            assert time.monotonic() < deadline, f"not healthy after {STARTUP_TIMEOUT} s: {list(waiting)}\n" + "\n".join(
+                tail(logs[name]) for name in waiting
+            )
             time.sleep(0.5)
-        yield Servers(f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{prefect_port}/api",
-                      [mlflow_port, prefect_port], processes, artifacts)
+        yield Servers(
+            f"http://127.0.0.1:{mlflow_port}",
+            f"http://127.0.0.1:{prefect_port}/api",
+            [mlflow_port, prefect_port],
+            processes,
+            artifacts,
+        )
     finally:
         for process in processes:
             stop_group(process)
@@ -436,8 +501,13 @@ def test_flows_against_real_mlflow_and_prefect_servers(tmp_path):
     home = tmp_path / "home"  # FEDSHARE_HOME: what /srv/fedshare is in the compose stack
     data = tmp_path / "inter.csv"
     synthetic_raw().to_csv(data, index=False)
-    overrides = [f"data.dataset={data}", "federated.rounds=4", "eval.every=2", "model.dim=8",
-                 "tracking.registered_model=server-test"]
+    overrides = [
+        f"data.dataset={data}",
+        "federated.rounds=4",
+        "eval.every=2",
+        "model.dim=8",
+        "tracking.registered_model=server-test",
+    ]
 
     # FEDSHARE_APP_DIR: what /app is in the image, a copy of the flows and the project files; the flows run
     # with it as their working directory, so nothing they write by a relative path lands in the repository
@@ -449,18 +519,43 @@ def test_flows_against_real_mlflow_and_prefect_servers(tmp_path):
     with running_servers(tmp_path) as servers:
         api = servers.prefect_api
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-        env.update(PREFECT_API_URL=api, MLFLOW_TRACKING_URI=servers.mlflow_url, PREFECT_HOME=str(tmp_path / "prefect-client"),
-                   DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", FEDSHARE_HOME=str(home), FEDSHARE_APP_DIR=str(app))
+        env.update(
+            PREFECT_API_URL=api,
+            MLFLOW_TRACKING_URI=servers.mlflow_url,
+            PREFECT_HOME=str(tmp_path / "prefect-client"),
+            DO_NOT_TRACK="true",
+            MLFLOW_DISABLE_TELEMETRY="true",
+            FEDSHARE_HOME=str(home),
+            FEDSHARE_APP_DIR=str(app),
+        )
         prefect = [sys.executable, "-m", "prefect"]
 
         # 1. Training through the flow's CLI; meanwhile prefect.yaml is deployed as the compose stack's
         #    prefect-deploy does it (pool, then `prefect deploy --all`)
-        with started([sys.executable, "-m", "flows.training", "--workdir", str(home / "runs" / "cli"), "--state",
-                      str(home / "state")] + [a for o in overrides for a in ("--set", o)],
-                     env, tmp_path / "training.log", 300, cwd=app):
+        with started(
+            [
+                sys.executable,
+                "-m",
+                "flows.training",
+                "--workdir",
+                str(home / "runs" / "cli"),
+                "--state",
+                str(home / "state"),
+            ]
+            + [a for o in overrides for a in ("--set", o)],
+            env,
+            tmp_path / "training.log",
+            300,
+            cwd=app,
+        ):
             deployer = {**env, "PREFECT_HOME": str(tmp_path / "prefect-deployer")}  # its own client home
-            run(prefect + ["work-pool", "create", "fedshare", "--type", "process", "--overwrite"], deployer,
-                tmp_path / "pool.log", 120, cwd=app)
+            run(
+                prefect + ["work-pool", "create", "fedshare", "--type", "process", "--overwrite"],
+                deployer,
+                tmp_path / "pool.log",
+                120,
+                cwd=app,
+            )
             run(prefect + ["deploy", "--all", "--no-prompt"], deployer, tmp_path / "deploy.log", 180, cwd=app)
         assert (home / "state" / "CURRENT").read_text() == "0000"
 
@@ -470,32 +565,51 @@ def test_flows_against_real_mlflow_and_prefect_servers(tmp_path):
         user_id, item_id = int(shared["user_id"].iloc[0]), int(shared["item_id"].iloc[0])
         (home / "inbox").mkdir()
         pd.DataFrame({"request_id": ["a", "b"], "user_id": [user_id, 424242], "item_id": [item_id, item_id]}).to_csv(
-            home / "inbox" / "req1.csv", index=False)
+            home / "inbox" / "req1.csv", index=False
+        )
 
         # 3. The unlearning deployment run by a process worker (the code found through the pull step)
         inbox_deployment = http_json(f"{api}/deployments/name/fedshare-unlearning/inbox")
         # the same overrides as training: the flow's config names the registered model it purges
-        unlearning_run = http_json(f"{api}/deployments/{inbox_deployment['id']}/create_flow_run",
-                                   {"parameters": {"overrides": overrides}})
-        run(prefect + ["worker", "start", "--pool", "fedshare", "--run-once"], env, tmp_path / "worker.log", 300,
-            cwd=tmp_path)
+        unlearning_run = http_json(
+            f"{api}/deployments/{inbox_deployment['id']}/create_flow_run", {"parameters": {"overrides": overrides}}
+        )
+        run(
+            prefect + ["worker", "start", "--pool", "fedshare", "--run-once"],
+            env,
+            tmp_path / "worker.log",
+            300,
+            cwd=tmp_path,
+        )
 
         # Prefect: both flow runs and all their tasks COMPLETED, the deployments as prefect.yaml says
         training_runs = flow_runs(api, "fedshare-training")
         assert [r["state_type"] for r in training_runs] == ["COMPLETED"], tail(tmp_path / "training.log")
-        assert task_states(api, training_runs[0]["id"]) == dict.fromkeys(declared_tasks("flows/training.py"), "COMPLETED")
+        assert task_states(api, training_runs[0]["id"]) == dict.fromkeys(
+            declared_tasks("flows/training.py"), "COMPLETED"
+        )
         finished = http_json(f"{api}/flow_runs/{unlearning_run['id']}")
         assert finished["state_type"] == "COMPLETED", tail(tmp_path / "worker.log")
         assert finished["deployment_id"] == inbox_deployment["id"]
-        assert finished["parameters"] == {"state": str(home / "state"), "inbox": str(home / "inbox"), "overrides": overrides}
+        assert finished["parameters"] == {
+            "state": str(home / "state"),
+            "inbox": str(home / "inbox"),
+            "overrides": overrides,
+        }
         assert task_states(api, finished["id"]) == dict.fromkeys(declared_tasks("flows/unlearning.py"), "COMPLETED")
         deployed = {d["name"]: d for d in http_json(f"{api}/deployments/filter", {})}
-        assert {name: [s["schedule"]["cron"] for s in d["schedules"]] for name, d in deployed.items()} == \
-            {"nightly": ["0 3 * * *"], "inbox": ["*/10 * * * *"]}
+        assert {name: [s["schedule"]["cron"] for s in d["schedules"]] for name, d in deployed.items()} == {
+            "nightly": ["0 3 * * *"],
+            "inbox": ["*/10 * * * *"],
+        }
         assert {d["work_pool_name"] for d in deployed.values()} == {"fedshare"}
-        assert deployed["nightly"]["parameters"] == {"workdir": str(home / "runs" / "nightly"), "state": str(home / "state")}
+        assert deployed["nightly"]["parameters"] == {
+            "workdir": str(home / "runs" / "nightly"),
+            "state": str(home / "state"),
+        }
         assert deployed["inbox"]["pull_steps"] == [  # filled in by `prefect deploy`, as in prefect-deploy
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(app)}}]
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(app)}}
+        ]
 
         # The request was applied by the worker's run, the unknown user rejected
         assert (home / "state" / "CURRENT").read_text() == "0001"

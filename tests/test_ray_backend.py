@@ -22,8 +22,9 @@ from fedshare.training import train
 
 def _with(config, **sections):
     """dataclasses.replace on several sections: _with(c, run={"backend": "ray"}, federated={...})."""
-    return dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **values)
-                                          for name, values in sections.items()})
+    return dataclasses.replace(
+        config, **{name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
+    )
 
 
 @pytest.fixture
@@ -32,6 +33,7 @@ def counter_config(tiny_config):
 
 
 # -- the counter sampler (no Ray) ----------------------------------------------------------------------
+
 
 def _splitmix64_reference(x: int) -> int:
     mask = (1 << 64) - 1
@@ -74,8 +76,7 @@ def test_counter_sampler_gives_the_same_round_whatever_the_grouping(counter_conf
     groups = [participants[participants % 2 == 0], participants[participants % 2 == 1]]
     workers = [ShardWorker(whole.clients.shard(ids), config.model, config.federated) for ids in groups]
     parts = [worker.train_round(broadcast.item_table, global_items, None, None, key, total) for worker in workers]
-    upload = client_updates(whole.clients, broadcast, participants, config.model, config.federated, None,
-                            round_key=key)
+    upload = client_updates(whole.clients, broadcast, participants, config.model, config.federated, None, round_key=key)
     assert torch.allclose(upload, parts[0][0] + parts[1][0], atol=1e-6)
     for ids, (_, state) in zip(groups, parts):
         for name, value in state.items():
@@ -97,6 +98,7 @@ def test_users_are_split_into_balanced_contiguous_shards():
 
 
 # -- the Ray backend ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def ray_instance():
@@ -124,8 +126,17 @@ def local_counter_run():
 
     from fedshare.data.interactions import prepare
 
-    config = load_config(None, ["federated.rounds=6", "eval.every=2", "model.dim=8", "model.align_batch=16",
-                                "model.contrastive_weight=0.1", "federated.sampler=counter"])
+    config = load_config(
+        None,
+        [
+            "federated.rounds=6",
+            "eval.every=2",
+            "model.dim=8",
+            "model.align_batch=16",
+            "model.contrastive_weight=0.1",
+            "federated.sampler=counter",
+        ],
+    )
     interactions = prepare(synthetic_raw(), config.data, seed=0)
     mask = build_mask(interactions, SharingConfig(policy="mixed"), seed=0)
     return config, interactions, mask, train(config, interactions, mask, progress=False)
@@ -148,7 +159,9 @@ def test_ray_shards_train_like_one_process(ray_instance, local_counter_run, shar
 
 
 @pytest.mark.ray
-def test_a_shard_killed_mid_round_is_recreated_and_the_result_is_unchanged(ray_instance, local_counter_run, monkeypatch):
+def test_a_shard_killed_mid_round_is_recreated_and_the_result_is_unchanged(
+    ray_instance, local_counter_run, monkeypatch
+):
     config, interactions, mask, local = local_counter_run
     killed = []
 
@@ -174,10 +187,23 @@ def test_unsharing_a_ray_run_goes_through_the_shards_and_equals_the_local_backen
 
     raw = tmp_path / "raw.csv"
     synthetic_raw().to_csv(raw, index=False)
-    config = load_config(None, [f"data.dataset={raw}", "federated.rounds=4", "eval.every=2", "model.dim=8",
-                                "model.align_batch=16", "federated.sampler=counter", "run.backend=ray",
-                                "run.shards=2", "tracking.enabled=false", "unlearning.snapshot_rounds=[0,2]",
-                                "unlearning.rounds=3", "sharing.policy=all"])
+    config = load_config(
+        None,
+        [
+            f"data.dataset={raw}",
+            "federated.rounds=4",
+            "eval.every=2",
+            "model.dim=8",
+            "model.align_batch=16",
+            "federated.sampler=counter",
+            "run.backend=ray",
+            "run.shards=2",
+            "tracking.enabled=false",
+            "unlearning.snapshot_rounds=[0,2]",
+            "unlearning.rounds=3",
+            "sharing.policy=all",
+        ],
+    )
     train_stage(config, tmp_path / "run", progress=False)
     rounds_seen = []
     real_round = RayBackend.client_round
@@ -191,8 +217,14 @@ def test_unsharing_a_ray_run_goes_through_the_shards_and_equals_the_local_backen
     ray_metrics = unshare_stage(tmp_path / "run", tmp_path / "ray-u", "contrastive", fraction=0.2, track=False)
     assert len(rounds_seen) == 3  # the unlearning rounds ran on the shards
     requested = json.loads((tmp_path / "ray-u" / "unlearning.json").read_text())
-    local_metrics = unshare_stage(tmp_path / "run", tmp_path / "local-u", "contrastive", fraction=0.2, track=False,
-                                  overrides=["run.backend=local"])
+    local_metrics = unshare_stage(
+        tmp_path / "run",
+        tmp_path / "local-u",
+        "contrastive",
+        fraction=0.2,
+        track=False,
+        overrides=["run.backend=local"],
+    )
     assert len(rounds_seen) == 3  # ... and the local run did not use them
     assert requested["requests"] > 0
     for key in ("recall@20", "ndcg@20", "mia_auc", "unshared_mean_rank"):
@@ -212,12 +244,16 @@ def test_the_core_library_and_the_local_backend_work_without_ray(tmp_path):
         "from fedshare.data.interactions import prepare\n"
         "from fedshare.data.sharing import build_mask\n"
         "from fedshare.training import train\n"
-        "config = load_config(None, ['federated.rounds=2', 'eval.every=1', 'model.dim=8', 'federated.sampler=counter'])\n"
+        "config = load_config(None, ['federated.rounds=2', 'eval.every=1', 'model.dim=8',\n"
+        "                             'federated.sampler=counter'])\n"
         "data = prepare(synthetic_raw(), config.data, seed=0)\n"
-        "print(train(config, data, build_mask(data, SharingConfig(policy='mixed'), seed=0), progress=False).best_round)\n"
+        "mask = build_mask(data, SharingConfig(policy='mixed'), seed=0)\n"
+        "print(train(config, data, mask, progress=False).best_round)\n"
     )
     from conftest import REPO
 
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO / "tests", capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO / "tests", capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() in ("1", "2")

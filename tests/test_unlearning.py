@@ -22,9 +22,19 @@ def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("unshare")
     data = folder / "inter.csv"
     synthetic_raw(n_users=60, n_items=80, per_user=16).to_csv(data, index=False)
-    config = load_config(None, [f"data.dataset={data}", "sharing.policy=all", "federated.rounds=40", "eval.every=5",
-                                "eval.patience=100", "model.dim=16", "unlearning.snapshot_rounds=[0, 10, 20]",
-                                "tracking.enabled=false"])
+    config = load_config(
+        None,
+        [
+            f"data.dataset={data}",
+            "sharing.policy=all",
+            "federated.rounds=40",
+            "eval.every=5",
+            "eval.patience=100",
+            "model.dim=16",
+            "unlearning.snapshot_rounds=[0, 10, 20]",
+            "tracking.enabled=false",
+        ],
+    )
     train_stage(config, folder / "run", progress=False)
     return folder / "run"
 
@@ -49,14 +59,22 @@ def test_request_parsing_rejects_bad_rows_with_reasons(trained_run, tmp_path):
     user_id, item_id = int(shared["user_id"].iloc[0]), int(shared["item_id"].iloc[0])
     never = int(mask["item_id"].max()) + 1000
     path = tmp_path / "requests.csv"
-    pd.DataFrame({"request_id": ["a", "b", "b", "c", "d"],
-                  "user_id": [user_id, user_id, user_id, 999999, "x"],
-                  "item_id": [item_id, never, "", "", ""]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "request_id": ["a", "b", "b", "c", "d"],
+            "user_id": [user_id, user_id, user_id, 999999, "x"],
+            "item_id": [item_id, never, "", "", ""],
+        }
+    ).to_csv(path, index=False)
     requests = resolve_requests(read_requests(path), mask)
     assert requests.pairs[["user_id", "item_id"]].values.tolist() == [[user_id, item_id]]
     reasons = list(zip(requests.rejected["request_id"], requests.rejected["reason"]))
-    assert reasons == [("b", "item not currently shared by this user"), ("b", "duplicate request_id"),
-                       ("c", "unknown user"), ("d", "user_id and item_id must be non-negative integers")]
+    assert reasons == [
+        ("b", "item not currently shared by this user"),
+        ("b", "duplicate request_id"),
+        ("c", "unknown user"),
+        ("d", "user_id and item_id must be non-negative integers"),
+    ]
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="cannot be parsed"):
         read_requests(tmp_path / "empty.csv")
@@ -105,8 +123,18 @@ def test_fru_needs_the_update_log_and_says_how_to_get_it(trained_run, tmp_path):
 def test_fru_through_the_stage_reports_the_log_as_storage(tmp_path):
     data = tmp_path / "inter.csv"
     synthetic_raw(n_users=30, n_items=50, per_user=12).to_csv(data, index=False)
-    config = load_config(None, [f"data.dataset={data}", "sharing.policy=all", "federated.rounds=6", "eval.every=2",
-                                "model.dim=8", "unlearning.fru_alpha=0.5", "tracking.enabled=false"])
+    config = load_config(
+        None,
+        [
+            f"data.dataset={data}",
+            "sharing.policy=all",
+            "federated.rounds=6",
+            "eval.every=2",
+            "model.dim=8",
+            "unlearning.fru_alpha=0.5",
+            "tracking.enabled=false",
+        ],
+    )
     metrics = train_stage(config, tmp_path / "run", progress=False)
     assert metrics["fru_log_bytes"] > 0
     event = unshare_stage(tmp_path / "run", tmp_path / "out", "fru", fraction=0.2, track=False)

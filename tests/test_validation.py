@@ -43,11 +43,15 @@ def test_importing_the_module_does_not_import_great_expectations():
 
 # -- interactions ----------------------------------------------------------------------------------
 
+
 def test_clean_interactions_pass_and_the_report_is_plain_data(tiny_interactions):
     report = validate_interactions(tiny_interactions.table)
     assert report.success and report.failures == []
     assert report.rows == len(tiny_interactions.table) and report.evaluated >= 15
-    assert report.summary() == f"interactions: {report.evaluated}/{report.evaluated} expectations passed on {report.rows} rows"
+    assert (
+        report.summary()
+        == f"interactions: {report.evaluated}/{report.evaluated} expectations passed on {report.rows} rows"
+    )
     assert json.loads(json.dumps(report.to_dict())) == report.to_dict()
     assert check(report) is report
 
@@ -71,19 +75,26 @@ def _user_without_train(t):
     return pd.concat([t[~first], t[first & (t["split"] != "train")]], ignore_index=True)
 
 
-@pytest.mark.parametrize("defect, fragments, n_failures", [
-    (_null_rating, ("rating", "1 null values"), 1),
-    (lambda t: t.assign(user_id=t["user_id"].where(t.index != 7)), ("user_id", "1 null values"), 2),  # + float dtype
-    (_bad_ratings, ("rating", "2 ratings negative or not finite", "-1", "inf"), 1),
-    (_duplicate_pair, ("user, item", "2 rows repeat a (user, item) pair"), 1),
-    (lambda t: t.drop(columns="timestamp"), ("columns: missing ['timestamp']",), 1),
-    (lambda t: t.assign(extra=1), ("columns: unexpected ['extra']",), 1),
-    (lambda t: t.assign(item=t["item"] * 2), ("item", "indices outside", "not contiguous"), 1),
-    (lambda t: t.assign(user=t["user"].astype("float64")), ("user: dtype float64, expected an integer dtype",), 1),
-    (lambda t: t.assign(split=t["split"].replace("valid", "val")), ("split", "values not in", "'val'"), 1),
-    (lambda t: t.iloc[:0], ("table: 0 rows, expected at least 1",), 1),
-    (_user_without_train, ("per user: 1 users without a training row", "user_id=1000 train_rows=0"), 1),
-])
+@pytest.mark.parametrize(
+    "defect, fragments, n_failures",
+    [
+        (_null_rating, ("rating", "1 null values"), 1),
+        (
+            lambda t: t.assign(user_id=t["user_id"].where(t.index != 7)),
+            ("user_id", "1 null values"),
+            2,
+        ),  # + float dtype
+        (_bad_ratings, ("rating", "2 ratings negative or not finite", "-1", "inf"), 1),
+        (_duplicate_pair, ("user, item", "2 rows repeat a (user, item) pair"), 1),
+        (lambda t: t.drop(columns="timestamp"), ("columns: missing ['timestamp']",), 1),
+        (lambda t: t.assign(extra=1), ("columns: unexpected ['extra']",), 1),
+        (lambda t: t.assign(item=t["item"] * 2), ("item", "indices outside", "not contiguous"), 1),
+        (lambda t: t.assign(user=t["user"].astype("float64")), ("user: dtype float64, expected an integer dtype",), 1),
+        (lambda t: t.assign(split=t["split"].replace("valid", "val")), ("split", "values not in", "'val'"), 1),
+        (lambda t: t.iloc[:0], ("table: 0 rows, expected at least 1",), 1),
+        (_user_without_train, ("per user: 1 users without a training row", "user_id=1000 train_rows=0"), 1),
+    ],
+)
 def test_each_interactions_defect_fails_with_a_line_that_names_it(tiny_interactions, defect, fragments, n_failures):
     report = validate_interactions(defect(tiny_interactions.table.copy()))
     failing(report, *fragments)
@@ -102,6 +113,7 @@ def test_validation_error_survives_pickling(tiny_interactions):
 
 
 # -- masks -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("policy", POLICIES + ["0.3"])
 def test_masks_of_every_named_policy_pass(tiny_interactions, policy):
@@ -135,15 +147,21 @@ def test_held_out_rows_in_a_mask_fail(tiny_interactions, mixed_mask):
     held_out = table[table["split"] != "train"].groupby("split").head(1)
     extra = held_out[["user", "item", "user_id", "item_id"]].assign(shared=False, ratio=0.0)
     report = validate_masks(pd.concat([mixed_mask, extra], ignore_index=True), table)
-    failing(report, "mask rows: 2 rows that are not training interactions", "split='valid'", "split='test'",
-            f"user_id={extra['user_id'].iloc[0]} item_id={extra['item_id'].iloc[0]}")
+    failing(
+        report,
+        "mask rows: 2 rows that are not training interactions",
+        "split='valid'",
+        "split='test'",
+        f"user_id={extra['user_id'].iloc[0]} item_id={extra['item_id'].iloc[0]}",
+    )
     failing(report, f"{len(mixed_mask) + 2} rows, expected {len(mixed_mask)}")
 
 
 def test_a_missing_training_row_fails_the_count(tiny_interactions, mixed_mask):
     report = validate_masks(mixed_mask.iloc[1:], tiny_interactions.table, tolerance_items=5)
-    assert report.failures == [f"table: {len(mixed_mask) - 1} rows, expected {len(mixed_mask)} "
-                               f"(one per training interaction)"]
+    assert report.failures == [
+        f"table: {len(mixed_mask) - 1} rows, expected {len(mixed_mask)} (one per training interaction)"
+    ]
 
 
 def test_a_user_sharing_against_their_ratio_fails(tiny_interactions, mixed_mask):
@@ -151,15 +169,17 @@ def test_a_user_sharing_against_their_ratio_fails(tiny_interactions, mixed_mask)
     mask = mixed_mask.copy()
     mine = mask["user_id"] == user_id
     mask.loc[mine, "shared"] = True
-    line = failing(validate_masks(mask, tiny_interactions.table),
-                   "per user: 1 users whose shared count is more than 1 away from round(ratio x training rows)")
+    line = failing(
+        validate_masks(mask, tiny_interactions.table),
+        "per user: 1 users whose shared count is more than 1 away from round(ratio x training rows)",
+    )
     assert f"user_id={user_id} training_rows={mine.sum()} shared={mine.sum()} ratio=0" in line
 
 
 def test_tolerance_is_in_items(tiny_interactions, mixed_mask):
     mask = mixed_mask.copy()
     row = mask.index[(mask["ratio"] == 0)][0]
-    mask.loc[row, "shared"] = True                        # off by exactly one item
+    mask.loc[row, "shared"] = True  # off by exactly one item
     assert validate_masks(mask, tiny_interactions.table, tolerance_items=1).success
     failing(validate_masks(mask, tiny_interactions.table, tolerance_items=0), "more than 0 away", "off_by=1")
 
@@ -173,11 +193,14 @@ def test_bad_shared_and_ratio_columns_fail(tiny_interactions, mixed_mask):
     failing(report, "shared: 1 null values")
     failing(report, "ratio: 1 values outside [0, 1]", "ratio=1.5")
     failing(validate_masks(mixed_mask.drop(columns="ratio"), tiny_interactions.table), "columns: missing ['ratio']")
-    failing(validate_masks(mixed_mask.assign(shared=mixed_mask["shared"].astype(int)), tiny_interactions.table),
-            "shared: dtype int64, expected bool")
+    failing(
+        validate_masks(mixed_mask.assign(shared=mixed_mask["shared"].astype(int)), tiny_interactions.table),
+        "shared: dtype int64, expected bool",
+    )
 
 
 # -- requests --------------------------------------------------------------------------------------
+
 
 def write_requests(tmp_path, rows):
     path = tmp_path / "requests.csv"
@@ -201,15 +224,18 @@ def test_each_request_defect_fails_like_resolve_requests_rejects_it(tmp_path, mi
     not_shared = mixed_mask.loc[~mixed_mask["shared"] & (mixed_mask["user_id"] == sharer), "item_id"].iloc[0]
     silent = mixed_mask.groupby("user_id")["shared"].sum().loc[lambda s: s == 0].index[0]
     silent_item = mixed_mask.loc[mixed_mask["user_id"] == silent, "item_id"].iloc[0]
-    requests = write_requests(tmp_path, [
-        ("r1", sharer, item),            # fine
-        ("r1", sharer, ""),              # duplicate request_id
-        ("r2", 99999, ""),               # unknown user
-        ("r3", sharer, not_shared),      # item not shared
-        ("r4", silent, ""),              # user shares nothing
-        ("r5", "abc", ""),               # not an integer
-        ("r6", silent, silent_item),     # user shares nothing (reported once, not also as an unshared item)
-    ])
+    requests = write_requests(
+        tmp_path,
+        [
+            ("r1", sharer, item),  # fine
+            ("r1", sharer, ""),  # duplicate request_id
+            ("r2", 99999, ""),  # unknown user
+            ("r3", sharer, not_shared),  # item not shared
+            ("r4", silent, ""),  # user shares nothing
+            ("r5", "abc", ""),  # not an integer
+            ("r6", silent, silent_item),  # user shares nothing (reported once, not also as an unshared item)
+        ],
+    )
     report = validate_requests(requests, mixed_mask)
     failing(report, "request_id: 2 duplicate values", "request_id='r1'")
     failing(report, "user_id: 1 requests name an unknown user", "request_id='r2' user=99999")
@@ -218,21 +244,31 @@ def test_each_request_defect_fails_like_resolve_requests_rejects_it(tmp_path, mi
     failing(report, "user_id: 1 values are not non-negative integers", "'abc'")
     assert len(report.failures) == 5 and report.rows == 7
     reasons = resolve_requests(requests, mixed_mask).rejected["reason"].tolist()
-    assert reasons == ["duplicate request_id", "unknown user", "item not currently shared by this user",
-                       "user shares nothing", "user_id and item_id must be non-negative integers", "user shares nothing"]
+    assert reasons == [
+        "duplicate request_id",
+        "unknown user",
+        "item not currently shared by this user",
+        "user shares nothing",
+        "user_id and item_id must be non-negative integers",
+        "user shares nothing",
+    ]
 
 
 def test_missing_request_columns_and_ids_fail(mixed_mask):
-    failing(validate_requests(pd.DataFrame({"request_id": ["a"], "user_id": ["1"]}), mixed_mask),
-            "columns: missing ['item_id']")
+    failing(
+        validate_requests(pd.DataFrame({"request_id": ["a"], "user_id": ["1"]}), mixed_mask),
+        "columns: missing ['item_id']",
+    )
     sharer = str(mixed_mask.loc[mixed_mask["shared"], "user_id"].iloc[0])
-    report = validate_requests(pd.DataFrame({"request_id": ["", "b"], "user_id": [sharer, " "], "item_id": ["", ""]}),
-                               mixed_mask)
+    report = validate_requests(
+        pd.DataFrame({"request_id": ["", "b"], "user_id": [sharer, " "], "item_id": ["", ""]}), mixed_mask
+    )
     failing(report, "request_id: 1 null values")
     failing(report, "user_id: 1 null values", "request_id='b'")
 
 
 # -- one process, many calls -----------------------------------------------------------------------
+
 
 def test_validators_can_run_repeatedly_in_one_process(tiny_interactions, mixed_mask):
     table = tiny_interactions.table
@@ -247,6 +283,7 @@ def test_validators_can_run_repeatedly_in_one_process(tiny_interactions, mixed_m
 
 
 # -- real data -------------------------------------------------------------------------------------
+
 
 def test_real_ml100k_and_its_masks_pass():
     interactions = load_interactions(DataConfig(dataset="ml-100k", data_dir=str(real_data_dir())), seed=0)

@@ -25,8 +25,8 @@ class Interactions:
     """
 
     table: pd.DataFrame
-    user_ids: np.ndarray   # index -> raw user ID
-    item_ids: np.ndarray   # index -> raw item ID
+    user_ids: np.ndarray  # index -> raw user ID
+    item_ids: np.ndarray  # index -> raw item ID
 
     @property
     def n_users(self) -> int:
@@ -110,14 +110,16 @@ def index(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     the raw user and item IDs of each index."""
     user_ids = np.sort(frame["user_id"].unique())
     item_ids = np.sort(frame["item_id"].unique())
-    table = pd.DataFrame({
-        "user": np.searchsorted(user_ids, frame["user_id"].to_numpy()).astype("int64"),
-        "item": np.searchsorted(item_ids, frame["item_id"].to_numpy()).astype("int64"),
-        "user_id": frame["user_id"].to_numpy(),
-        "item_id": frame["item_id"].to_numpy(),
-        "rating": frame["rating"].to_numpy(dtype="float32"),
-        "timestamp": frame["timestamp"].to_numpy(dtype="int64"),
-    })
+    table = pd.DataFrame(
+        {
+            "user": np.searchsorted(user_ids, frame["user_id"].to_numpy()).astype("int64"),
+            "item": np.searchsorted(item_ids, frame["item_id"].to_numpy()).astype("int64"),
+            "user_id": frame["user_id"].to_numpy(),
+            "item_id": frame["item_id"].to_numpy(),
+            "rating": frame["rating"].to_numpy(dtype="float32"),
+            "timestamp": frame["timestamp"].to_numpy(dtype="int64"),
+        }
+    )
     return table, user_ids, item_ids
 
 
@@ -181,10 +183,12 @@ def check_splittable(table: pd.DataFrame, config: DataConfig, published: bool) -
     if missing == ["test"] and published:
         raise DataError(f"{config.dataset}: test.txt has no pairs of users with training pairs, so nothing to test on")
     needs = "training pairs to give one to validation" if published else "interactions to be validated and tested"
-    raise DataError(f"{config.dataset} is too small to split: its {len(table)} interactions of "
-                    f"{table['user'].nunique()} users give no {' and no '.join(PART_NAMES[p] for p in missing)} "
-                    f"interactions (a user needs at least data.min_user_interactions = {config.min_user_interactions} "
-                    f"{needs}); use more data or lower data.min_user_interactions")
+    raise DataError(
+        f"{config.dataset} is too small to split: its {len(table)} interactions of "
+        f"{table['user'].nunique()} users give no {' and no '.join(PART_NAMES[p] for p in missing)} "
+        f"interactions (a user needs at least data.min_user_interactions = {config.min_user_interactions} "
+        f"{needs}); use more data or lower data.min_user_interactions"
+    )
 
 
 def load_interactions(config: DataConfig, seed: int) -> Interactions:

@@ -30,25 +30,24 @@ SPLITS = list(LAYOUT_FILES.values())
 class PublishedFile:
     """What the published file is known by: a file passes if either digest matches."""
 
-    sha256: str | None   # of the published bytes (None: unknown, only the pairs are checked)
-    pairs_sha256: str    # pair_digest() of its pairs: the same pairs in any order or spacing
+    sha256: str | None  # of the published bytes (None: unknown, only the pairs are checked)
+    pairs_sha256: str  # pair_digest() of its pairs: the same pairs in any order or spacing
 
 
 @dataclass(frozen=True)
 class LightGCNDataset:
     """A known data set in the LightGCN layout (an entry of ``loading.KNOWN_DATASETS``)."""
 
-    relative_path: str                # folder inside a data folder laid out like ../shared/data
-    url: str                          # folder the two files are downloaded from
-    files: dict[str, PublishedFile]   # train.txt / test.txt -> their digests
+    relative_path: str  # folder inside a data folder laid out like ../shared/data
+    url: str  # folder the two files are downloaded from
+    files: dict[str, PublishedFile]  # train.txt / test.txt -> their digests
 
 
 def has_layout(folder: Path) -> bool:
     return all((folder / name).is_file() for name in LAYOUT_FILES)
 
 
-def read_folder(folder: Path, published: dict[str, PublishedFile] | None = None,
-                remedy: str = "") -> pd.DataFrame:
+def read_folder(folder: Path, published: dict[str, PublishedFile] | None = None, remedy: str = "") -> pd.DataFrame:
     """Both files as one raw frame (user_id, item_id, rating 1, timestamp 0, split train/test).
 
     With ``published``, each file must be the published one; ``remedy`` (what the user should do)
@@ -65,8 +64,17 @@ def read_folder(folder: Path, published: dict[str, PublishedFile] | None = None,
         if published is not None:
             check_published(payload, users, items, published[name], str(path), remedy)
         codes = np.full(len(users), SPLITS.index(split), dtype=np.int8)  # a categorical: strings cost a second
-        parts.append(pd.DataFrame({"user_id": users, "item_id": items, "rating": 1.0, "timestamp": 0,
-                                   "split": pd.Categorical.from_codes(codes, categories=SPLITS)}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "user_id": users,
+                    "item_id": items,
+                    "rating": 1.0,
+                    "timestamp": 0,
+                    "split": pd.Categorical.from_codes(codes, categories=SPLITS),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -91,8 +99,8 @@ def parse_pairs(payload: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     if len(too_long):
         raise DataError(_bad_token_message(text, int(starts[too_long[0]]), where))
     values = _token_values(text, starts, ends)
-    line = np.cumsum(text == ord("\n"))[starts]           # line (0-based) of each token
-    is_user = np.diff(line, prepend=-1) != 0              # the first token of each line
+    line = np.cumsum(text == ord("\n"))[starts]  # line (0-based) of each token
+    is_user = np.diff(line, prepend=-1) != 0  # the first token of each line
     user_of_token = values[is_user][np.cumsum(is_user) - 1]
     return user_of_token[~is_user], values[~is_user]
 
@@ -113,19 +121,24 @@ def _bad_token_message(text: np.ndarray, position: int, where: str) -> str:
     end = payload.find(b"\n", position)
     line = payload[start:] if end < 0 else payload[start:end]
     token = next(t for t in line.split() if not re.fullmatch(rb"[0-9]{1,%d}" % MAX_DIGITS, t))
-    return (f"{where}, line {line_number}: {token.decode(errors='replace')!r} is not a non-negative integer ID "
-            f"(the LightGCN layout is one line per user: user item item ..., with 0-based integer IDs)")
+    return (
+        f"{where}, line {line_number}: {token.decode(errors='replace')!r} is not a non-negative integer ID "
+        f"(the LightGCN layout is one line per user: user item item ..., with 0-based integer IDs)"
+    )
 
 
-def check_published(payload: bytes, users: np.ndarray, items: np.ndarray, published: PublishedFile,
-                    what: str, remedy: str) -> None:
+def check_published(
+    payload: bytes, users: np.ndarray, items: np.ndarray, published: PublishedFile, what: str, remedy: str
+) -> None:
     """Raise a DataError unless the file has the published bytes or, failing that, the published pairs."""
     if published.sha256 is not None and hashlib.sha256(payload).hexdigest() == published.sha256:
         return
     actual = pair_digest(users, items)
     if actual != published.pairs_sha256:
-        raise DataError(f"{what} is not the published file (the SHA-256 of its sorted (user, item) pairs is "
-                        f"{actual[:12]}..., expected {published.pairs_sha256[:12]}...); {remedy}")
+        raise DataError(
+            f"{what} is not the published file (the SHA-256 of its sorted (user, item) pairs is "
+            f"{actual[:12]}..., expected {published.pairs_sha256[:12]}...); {remedy}"
+        )
 
 
 def pair_digest(users: np.ndarray, items: np.ndarray) -> str:

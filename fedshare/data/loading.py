@@ -31,10 +31,10 @@ from fedshare.errors import DataError
 
 @dataclass(frozen=True)
 class KnownDataset:
-    relative_path: str   # file inside a data folder laid out like ../shared/data
+    relative_path: str  # file inside a data folder laid out like ../shared/data
     sep: str
-    url: str             # GroupLens archive
-    member: str          # the file inside the archive
+    url: str  # GroupLens archive
+    member: str  # the file inside the archive
     checksum: tuple[str, str]  # (algorithm, hex digest) of the extracted member
 
 
@@ -47,17 +47,30 @@ class KnownDataset:
 # ../shared/data's copy lists the published pairs in another order (see its README).
 KNOWN_DATASETS: dict[str, KnownDataset | LightGCNDataset] = {
     "ml-100k": KnownDataset(
-        "ml-100k/u.data", "\t", "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
-        "ml-100k/u.data", ("sha256", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490")),
+        "ml-100k/u.data",
+        "\t",
+        "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+        "ml-100k/u.data",
+        ("sha256", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
+    ),
     "ml-1m": KnownDataset(
-        "ml-1m/ratings.dat", "::", "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-        "ml-1m/ratings.dat", ("md5", "a89aa3591bc97d6d4e0c89459ff39362")),
+        "ml-1m/ratings.dat",
+        "::",
+        "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        "ml-1m/ratings.dat",
+        ("md5", "a89aa3591bc97d6d4e0c89459ff39362"),
+    ),
     "gowalla": LightGCNDataset(
-        "gowalla", "https://raw.githubusercontent.com/gusye1234/LightGCN-PyTorch/master/data/gowalla", {
+        "gowalla",
+        "https://raw.githubusercontent.com/gusye1234/LightGCN-PyTorch/master/data/gowalla",
+        {
             "train.txt": PublishedFile(None, "2ddf160a77f38b0018bd6c77cf3dcb40dd98bb50518b17d599732301f8541e75"),
-            "test.txt": PublishedFile("099a2a73924e4b754dc6efd730d764f492321b53c38eb93298850c83acf57be3",
-                                      "9d1add1d4eac36738054fd06efc7fb70acccad526848d78c10fee33498517395"),
-        }),
+            "test.txt": PublishedFile(
+                "099a2a73924e4b754dc6efd730d764f492321b53c38eb93298850c83acf57be3",
+                "9d1add1d4eac36738054fd06efc7fb70acccad526848d78c10fee33498517395",
+            ),
+        },
+    ),
 }
 
 
@@ -127,9 +140,15 @@ def download_layout(name: str, folder: Path) -> Path:
         payload = _download(url, name, f"{known.relative_path}/{file_name}")
         what = f"{name}: the download from {url}"
         users, items = parse_pairs(payload, what)
-        check_published(payload, users, items, published, what,
-                        f"try again later, or pass --data-dir or set FEDSHARE_DATA_DIR to a folder with "
-                        f"{known.relative_path}/{file_name}")
+        check_published(
+            payload,
+            users,
+            items,
+            published,
+            what,
+            f"try again later, or pass --data-dir or set FEDSHARE_DATA_DIR to a folder with "
+            f"{known.relative_path}/{file_name}",
+        )
         _write_atomically(target, payload)
     return folder
 
@@ -141,7 +160,8 @@ def _download(url: str, name: str, relative_path: str) -> bytes:
     except (urllib.error.URLError, OSError) as err:
         raise DataError(
             f"{name} is not available locally and the download from {url} failed ({err}); "
-            f"pass --data-dir or set FEDSHARE_DATA_DIR to a folder with {relative_path}") from None
+            f"pass --data-dir or set FEDSHARE_DATA_DIR to a folder with {relative_path}"
+        ) from None
 
 
 def _write_atomically(target: Path, payload: bytes) -> None:
@@ -177,8 +197,10 @@ def read_known_layout(name: str, data_dir: str | None) -> pd.DataFrame:
 def read_layout_folder(folder: Path) -> pd.DataFrame:
     """Any folder in the LightGCN layout (Yelp2018, Amazon-Book...): read as it is, with no checksums."""
     if not has_layout(folder):
-        raise DataError(f"{folder} is a folder without {' and '.join(LAYOUT_FILES)}; pass a folder in the LightGCN "
-                        f"layout (one line per user: user item item ...) or a CSV/TSV/Parquet file")
+        raise DataError(
+            f"{folder} is a folder without {' and '.join(LAYOUT_FILES)}; pass a folder in the LightGCN "
+            f"layout (one line per user: user item item ...) or a CSV/TSV/Parquet file"
+        )
     return read_folder(folder)
 
 
@@ -209,8 +231,26 @@ def read_table(path: Path, columns: ColumnsConfig) -> pd.DataFrame:
 # reviewerID/asin...), compared without case, "_", "-", spaces and a ":type" suffix, tried in this order.
 COLUMN_ALIASES = {
     "user": ("userid", "user", "uid", "u", "reviewerid", "customerid", "visitorid", "memberid"),
-    "item": ("itemid", "item", "iid", "i", "movieid", "movie", "productid", "product", "asin", "businessid",
-             "bookid", "isbn", "trackid", "songid", "artistid", "venueid", "poiid", "locationid"),
+    "item": (
+        "itemid",
+        "item",
+        "iid",
+        "i",
+        "movieid",
+        "movie",
+        "productid",
+        "product",
+        "asin",
+        "businessid",
+        "bookid",
+        "isbn",
+        "trackid",
+        "songid",
+        "artistid",
+        "venueid",
+        "poiid",
+        "locationid",
+    ),
     "rating": ("rating", "ratings", "score", "stars", "overall", "preference"),
     "timestamp": ("timestamp", "time", "ts", "unixreviewtime", "unixtime"),
 }
@@ -234,8 +274,10 @@ def resolve_columns(frame: pd.DataFrame, columns: ColumnsConfig, path: Path) -> 
             found[role] = None
     for role in ("user", "item"):
         if found[role] is None:
-            raise DataError(f"{path}: column {getattr(columns, role)!r} not found (columns: "
-                            f"{', '.join(map(str, frame.columns))}); set data.columns.{role}")
+            raise DataError(
+                f"{path}: column {getattr(columns, role)!r} not found (columns: "
+                f"{', '.join(map(str, frame.columns))}); set data.columns.{role}"
+            )
     return found
 
 
@@ -247,8 +289,11 @@ def _common_column(frame: pd.DataFrame, role: str, taken: set[str | None]) -> st
         column = by_name.get(alias)
         # A guessed rating or timestamp must be numeric: a "time" column of dates is better left out
         # than turned into an error about a column the user never named.
-        if column is not None and column not in taken \
-                and (role in ("user", "item") or pd.api.types.is_numeric_dtype(frame[column])):
+        if (
+            column is not None
+            and column not in taken
+            and (role in ("user", "item") or pd.api.types.is_numeric_dtype(frame[column]))
+        ):
             return column
     return None
 
@@ -321,7 +366,10 @@ def fetch_dataset(name: str, target_dir: str | Path, data_dir: str | None = None
 
 def _copy_if_changed(source: Path, target: Path) -> None:
     payload = source.read_bytes()
-    if target.exists() and target.stat().st_size == len(payload) \
-            and hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(payload).digest():
+    if (
+        target.exists()
+        and target.stat().st_size == len(payload)
+        and hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(payload).digest()
+    ):
         return
     _write_atomically(target, payload)

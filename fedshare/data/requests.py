@@ -19,7 +19,7 @@ REQUEST_COLUMNS = ["request_id", "user_id", "item_id"]
 class Requests:
     """Accepted (user, item) index pairs to unshare, and the rejected rows with their reasons."""
 
-    pairs: pd.DataFrame     # request_id, user_id, item_id, user, item
+    pairs: pd.DataFrame  # request_id, user_id, item_id, user, item
     rejected: pd.DataFrame  # request_id, user_id, item_id, reason
 
 
@@ -29,8 +29,10 @@ MAX_REQUEST_BYTES = 64 * 2**20  # ~2 million requests; larger files are a mistak
 def read_requests(path: Path) -> pd.DataFrame:
     """CSV with columns request_id,user_id,item_id (empty item_id = all the user's shared items)."""
     if path.exists() and path.stat().st_size > MAX_REQUEST_BYTES:
-        raise DataError(f"request file {path} is {path.stat().st_size} bytes; the limit is {MAX_REQUEST_BYTES} "
-                        "(split it into several files)")
+        raise DataError(
+            f"request file {path} is {path.stat().st_size} bytes; the limit is {MAX_REQUEST_BYTES} "
+            "(split it into several files)"
+        )
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except FileNotFoundError:
@@ -70,13 +72,22 @@ def resolve_requests(table: pd.DataFrame, mask: pd.DataFrame) -> Requests:
             if chosen.empty:
                 reason = "item not currently shared by this user"
             else:
-                accepted.append(chosen.assign(request_id=row.request_id)[["request_id", "user_id", "item_id", "user", "item"]])
+                accepted.append(
+                    chosen.assign(request_id=row.request_id)[["request_id", "user_id", "item_id", "user", "item"]]
+                )
         seen_ids.add(row.request_id)
         if reason:
-            rejected.append({"request_id": row.request_id, "user_id": row.user_id, "item_id": row.item_id, "reason": reason})
-    pairs = pd.concat(accepted).drop_duplicates(["user", "item"]) if accepted else \
-        pd.DataFrame(columns=["request_id", "user_id", "item_id", "user", "item"])
-    return Requests(pairs.reset_index(drop=True), pd.DataFrame(rejected, columns=["request_id", "user_id", "item_id", "reason"]))
+            rejected.append(
+                {"request_id": row.request_id, "user_id": row.user_id, "item_id": row.item_id, "reason": reason}
+            )
+    pairs = (
+        pd.concat(accepted).drop_duplicates(["user", "item"])
+        if accepted
+        else pd.DataFrame(columns=["request_id", "user_id", "item_id", "user", "item"])
+    )
+    return Requests(
+        pairs.reset_index(drop=True), pd.DataFrame(rejected, columns=["request_id", "user_id", "item_id", "reason"])
+    )
 
 
 def as_id(value: str | None) -> int | None:
@@ -110,7 +121,9 @@ def apply_to_mask(mask: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     return new
 
 
-def apply_delete(interactions: Interactions, mask: pd.DataFrame, pairs: pd.DataFrame) -> tuple[Interactions, pd.DataFrame]:
+def apply_delete(
+    interactions: Interactions, mask: pd.DataFrame, pairs: pd.DataFrame
+) -> tuple[Interactions, pd.DataFrame]:
     """Right to be forgotten: the pairs also leave the device's training data."""
     keys = set(zip(pairs["user"].tolist(), pairs["item"].tolist()))
     keep = [pair not in keys for pair in zip(interactions.table["user"].tolist(), interactions.table["item"].tolist())]

@@ -44,7 +44,9 @@ def parse_policy(policy: str) -> str | float:
     try:
         ratio = float(policy)
     except ValueError:
-        raise DataError(f"sharing policy must be one of {', '.join(POLICIES)} or a number in [0,1], got {policy!r}") from None
+        raise DataError(
+            f"sharing policy must be one of {', '.join(POLICIES)} or a number in [0,1], got {policy!r}"
+        ) from None
     if not 0.0 <= ratio <= 1.0:
         raise DataError(f"sharing ratio must be in [0,1], got {ratio}")
     return ratio
@@ -116,8 +118,10 @@ def _mask_from_file(train: pd.DataFrame, path: Path, n_users: int, seed: int) ->
         train_pairs = set(zip(train["user_id"].tolist(), train["item_id"].tolist()))
         unknown = chosen - train_pairs
         if unknown:
-            raise DataError(f"{path}: {len(unknown)} (user_id, item_id) pairs are not training interactions, "
-                            f"e.g. {sorted(unknown)[0]}")
+            raise DataError(
+                f"{path}: {len(unknown)} (user_id, item_id) pairs are not training interactions, "
+                f"e.g. {sorted(unknown)[0]}"
+            )
         mask = train.copy()
         mask["shared"] = [pair in chosen for pair in zip(train["user_id"].tolist(), train["item_id"].tolist())]
         counts = mask.groupby("user")["shared"].transform("mean")
@@ -132,7 +136,8 @@ def shared_graph(mask: pd.DataFrame, n_users: int, n_items: int) -> SharedGraph:
     return SharedGraph(
         users=torch.tensor(shared["user"].to_numpy(), dtype=torch.long),
         items=torch.tensor(shared["item"].to_numpy(), dtype=torch.long),
-        n_users=n_users, n_items=n_items,
+        n_users=n_users,
+        n_items=n_items,
     )
 
 

@@ -41,7 +41,7 @@ import pandas as pd
 DEFAULT_MIN_ITEMS = 1000
 
 
-USERS_PER_ITEM = 20          # default catalogue: one item per 20 users, at least DEFAULT_MIN_ITEMS
+USERS_PER_ITEM = 20  # default catalogue: one item per 20 users, at least DEFAULT_MIN_ITEMS
 
 
 TIMESTAMP_START = 1_600_000_000
@@ -50,7 +50,7 @@ TIMESTAMP_START = 1_600_000_000
 TIMESTAMP_SPAN = 3 * 365 * 24 * 3600
 
 
-TOP_UP_ROUNDS = 12            # de-duplication top-up rounds (the last half draw uniformly)
+TOP_UP_ROUNDS = 12  # de-duplication top-up rounds (the last half draw uniformly)
 
 
 def default_n_items(n_users: int) -> int:
@@ -58,9 +58,18 @@ def default_n_items(n_users: int) -> int:
     return max(DEFAULT_MIN_ITEMS, n_users // USERS_PER_ITEM)
 
 
-def generate(n_users: int, mean_per_user: float = 20, n_items: int | None = None, user_alpha: float = 2.0,
-             item_exponent: float = 1.0, n_clusters: int = 16, affinity: float = 0.5, min_per_user: int = 3,
-             max_per_user: int | None = None, seed: int = 0) -> pd.DataFrame:
+def generate(
+    n_users: int,
+    mean_per_user: float = 20,
+    n_items: int | None = None,
+    user_alpha: float = 2.0,
+    item_exponent: float = 1.0,
+    n_clusters: int = 16,
+    affinity: float = 0.5,
+    min_per_user: int = 3,
+    max_per_user: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """A raw interaction table with columns user_id, item_id, rating, timestamp (one row per distinct pair).
 
     ``n_users`` users with on average ``mean_per_user`` distinct items each (at least
@@ -73,8 +82,10 @@ def generate(n_users: int, mean_per_user: float = 20, n_items: int | None = None
     if n_users < 1 or n_items < 2:
         raise ValueError(f"need at least 1 user and 2 items, got {n_users} users and {n_items} items")
     if not min_per_user <= mean_per_user <= max_per_user:
-        raise ValueError(f"mean_per_user={mean_per_user} must lie in [min_per_user={min_per_user}, "
-                         f"max_per_user={max_per_user}] (max_per_user defaults to n_items // 2)")
+        raise ValueError(
+            f"mean_per_user={mean_per_user} must lie in [min_per_user={min_per_user}, "
+            f"max_per_user={max_per_user}] (max_per_user defaults to n_items // 2)"
+        )
     if user_alpha <= 1:
         raise ValueError(f"user_alpha must be > 1 (a finite mean), got {user_alpha}")
     if not 0.0 <= affinity <= 1.0 or n_clusters < 1:
@@ -88,16 +99,31 @@ def generate(n_users: int, mean_per_user: float = 20, n_items: int | None = None
     in_cluster = sampler.item_cluster[items] == sampler.user_cluster[users]
     rating = np.clip(np.rint(3.0 + 1.2 * in_cluster + rng.normal(0.0, 1.0, users.size)), 1, 5).astype(np.float32)
     timestamp = TIMESTAMP_START + rng.integers(0, TIMESTAMP_SPAN, users.size)
-    frame = pd.DataFrame({"user_id": users.astype(np.int64), "item_id": sampler.item_ids[items].astype(np.int64),
-                          "rating": rating, "timestamp": timestamp.astype(np.int64)})
+    frame = pd.DataFrame(
+        {
+            "user_id": users.astype(np.int64),
+            "item_id": sampler.item_ids[items].astype(np.int64),
+            "rating": rating,
+            "timestamp": timestamp.astype(np.int64),
+        }
+    )
     counts = np.bincount(users, minlength=n_users)
     frame.attrs["synthetic"] = {
-        "n_users": int(n_users), "n_items": int(n_items), "items_drawn": int(np.unique(items).size),
-        "requested_mean": float(mean_per_user), "actual_mean": float(users.size / n_users),
-        "min_per_user": int(min_per_user), "max_per_user": int(max_per_user),
-        "largest_user": int(counts.max()), "short_users": int((counts < targets).sum()),
-        "user_alpha": float(user_alpha), "item_exponent": float(item_exponent), "n_clusters": int(n_clusters),
-        "affinity": float(affinity), "seed": int(seed)}
+        "n_users": int(n_users),
+        "n_items": int(n_items),
+        "items_drawn": int(np.unique(items).size),
+        "requested_mean": float(mean_per_user),
+        "actual_mean": float(users.size / n_users),
+        "min_per_user": int(min_per_user),
+        "max_per_user": int(max_per_user),
+        "largest_user": int(counts.max()),
+        "short_users": int((counts < targets).sum()),
+        "user_alpha": float(user_alpha),
+        "item_exponent": float(item_exponent),
+        "n_clusters": int(n_clusters),
+        "affinity": float(affinity),
+        "seed": int(seed),
+    }
     return frame
 
 
@@ -124,12 +150,13 @@ def _user_counts(rng: np.random.Generator, n_users: int, mean: float, alpha: flo
 class _ItemSampler:
     """Zipf-like item draws, optionally restricted to the drawing user's taste cluster."""
 
-    def __init__(self, rng: np.random.Generator, n_users: int, n_items: int, exponent: float, n_clusters: int,
-                 affinity: float):
+    def __init__(
+        self, rng: np.random.Generator, n_users: int, n_items: int, exponent: float, n_clusters: int, affinity: float
+    ):
         self.n_items, self.affinity = n_items, affinity
         weights = np.arange(1, n_items + 1, dtype=np.float64) ** -exponent  # index = popularity rank
         self.global_cdf = np.cumsum(weights) / weights.sum()
-        self.item_ids = rng.permutation(n_items)          # raw ID of each rank
+        self.item_ids = rng.permutation(n_items)  # raw ID of each rank
         self.item_cluster = rng.integers(0, n_clusters, n_items)
         self.user_cluster = rng.integers(0, n_clusters, n_users)
         # One sorted array for all clusters: cluster c's items occupy [start_c, end_c) ordered by rank and
@@ -161,8 +188,9 @@ class _ItemSampler:
         return items
 
 
-def _distinct_draws(rng: np.random.Generator, sampler: _ItemSampler, targets: np.ndarray,
-                    n_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _distinct_draws(
+    rng: np.random.Generator, sampler: _ItemSampler, targets: np.ndarray, n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(users, items), sorted by user then item rank, with up to ``targets[u]`` distinct items per user.
 
     Pairs are handled as sorted keys user * n_items + item.  Each round draws exactly the missing

@@ -23,8 +23,16 @@ from fedshare.model.sampling import counter_negatives, draw_round_key, sample_ne
 class ClientStore:
     """Each client's device: its training interactions, private user embedding and Adam state."""
 
-    def __init__(self, train: pd.DataFrame, shares: np.ndarray, n_users: int, n_items: int,
-                 model: ModelConfig, generator: torch.Generator, device: torch.device):
+    def __init__(
+        self,
+        train: pd.DataFrame,
+        shares: np.ndarray,
+        n_users: int,
+        n_items: int,
+        model: ModelConfig,
+        generator: torch.Generator,
+        device: torch.device,
+    ):
         order = np.lexsort((train["item"].to_numpy(), train["user"].to_numpy()))
         self.users = torch.as_tensor(train["user"].to_numpy()[order], device=device)
         self.items = torch.as_tensor(train["item"].to_numpy()[order], device=device)
@@ -66,8 +74,12 @@ class ClientStore:
         return torch.nonzero(selected[self.users]).squeeze(1)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"user_emb": self.user_emb.clone(), "exp_avg": self.exp_avg.clone(),
-                "exp_avg_sq": self.exp_avg_sq.clone(), "steps": self.steps.clone()}
+        return {
+            "user_emb": self.user_emb.clone(),
+            "exp_avg": self.exp_avg.clone(),
+            "exp_avg_sq": self.exp_avg_sq.clone(),
+            "steps": self.steps.clone(),
+        }
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         for name, value in state.items():
@@ -78,12 +90,12 @@ class ClientStore:
 class ClientBatch:
     """The tensors of one local-training call: one client (loop) or all participants (vectorized)."""
 
-    users: torch.Tensor       # sorted unique user indices of the clients in this batch
+    users: torch.Tensor  # sorted unique user indices of the clients in this batch
     local_user: torch.Tensor  # per interaction: position of its user in ``users``
-    row_items: torch.Tensor   # item index of each item-row copy
-    pos_row: torch.Tensor     # per interaction: its positive item's row
-    neg_row: torch.Tensor     # per interaction: its negatives' rows [n, k]
-    separate_rows: bool       # one row per use: positive rows and negative rows are separate tensors
+    row_items: torch.Tensor  # item index of each item-row copy
+    pos_row: torch.Tensor  # per interaction: its positive item's row
+    neg_row: torch.Tensor  # per interaction: its negatives' rows [n, k]
+    separate_rows: bool  # one row per use: positive rows and negative rows are separate tensors
 
     def initial_rows(self, item_table: torch.Tensor) -> list[torch.Tensor]:
         """The clients' copies of their item rows (one leaf tensor, or [positives, negatives]).
@@ -94,8 +106,10 @@ class ClientBatch:
         if not self.separate_rows:
             return [item_table.index_select(0, self.row_items)]
         n, k = self.neg_row.shape
-        return [item_table.index_select(0, self.row_items[:n]),
-                item_table.index_select(0, self.row_items[n:]).view(n, k, -1)]
+        return [
+            item_table.index_select(0, self.row_items[:n]),
+            item_table.index_select(0, self.row_items[n:]).view(n, k, -1),
+        ]
 
     def positives(self, rows: list[torch.Tensor]) -> torch.Tensor:
         return rows[0] if self.separate_rows else rows[0].index_select(0, self.pos_row)
@@ -111,13 +125,19 @@ class ClientBatch:
         offset = 0
         for change in changes:
             change = change.reshape(-1, change.shape[-1])
-            upload.index_add_(0, self.row_items[offset:offset + change.shape[0]], change)
+            upload.index_add_(0, self.row_items[offset : offset + change.shape[0]], change)
             offset += change.shape[0]
         return upload
 
 
-def make_batch(users: torch.Tensor, interaction_users: torch.Tensor, positives: torch.Tensor,
-               negatives: torch.Tensor, n_items: int, dedupe: bool) -> ClientBatch:
+def make_batch(
+    users: torch.Tensor,
+    interaction_users: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    n_items: int,
+    dedupe: bool,
+) -> ClientBatch:
     """Item-row copies for a set of clients: one row per (client, item) it touches this round.
 
     With one local step, rows need not be unique per client (the summed update is the same), which
@@ -149,15 +169,17 @@ def encode_users(user_emb: torch.Tensor, rows: list[torch.Tensor], batch: Client
     return ego_graph_users(user_emb, batch.local_user, batch.positives(rows), counts)
 
 
-def ego_graph_users(user_emb: torch.Tensor, owners: torch.Tensor, item_rows: torch.Tensor,
-                    counts: torch.Tensor) -> torch.Tensor:
+def ego_graph_users(
+    user_emb: torch.Tensor, owners: torch.Tensor, item_rows: torch.Tensor, counts: torch.Tensor
+) -> torch.Tensor:
     """h_u = (p_u + sum_i q_i / sqrt(n_u)) / 2: ``item_rows[k]`` is an item row of user ``owners[k]``."""
     neighbourhood = torch.zeros_like(user_emb).index_add_(0, owners, item_rows)
     return 0.5 * (user_emb + neighbourhood / counts.clamp(min=1).to(user_emb.dtype).sqrt().unsqueeze(1))
 
 
-def autograd_client_gradients(user_emb: torch.Tensor, rows: list[torch.Tensor], batch: ClientBatch,
-                              model: ModelConfig, total_interactions: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def autograd_client_gradients(
+    user_emb: torch.Tensor, rows: list[torch.Tensor], batch: ClientBatch, model: ModelConfig, total_interactions: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Gradients of the clients' loss with respect to their user embeddings and item-row copies, by autograd.
 
     The loss: each client's BPR terms plus L2 on the embeddings of each (user, positive, first
@@ -174,8 +196,9 @@ def autograd_client_gradients(user_emb: torch.Tensor, rows: list[torch.Tensor], 
     return user_grad, row_grads
 
 
-def mf_client_gradients(user_emb: torch.Tensor, rows: list[torch.Tensor], batch: ClientBatch,
-                        model: ModelConfig, total_interactions: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def mf_client_gradients(
+    user_emb: torch.Tensor, rows: list[torch.Tensor], batch: ClientBatch, model: ModelConfig, total_interactions: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The same gradients as ``autograd_client_gradients`` for the ``mf`` encoder, in closed form.
 
     About half the passes over the [interactions x d] tensors (``bpr_gradients``), which is most of a
@@ -198,9 +221,16 @@ def mf_client_gradients(user_emb: torch.Tensor, rows: list[torch.Tensor], batch:
 RowsHook = Callable[["ClientBatch", list[torch.Tensor]], None]
 
 
-def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBatch, total_interactions: int,
-                   model: ModelConfig, federated: FederatedConfig, on_rows: RowsHook | None = None,
-                   upload: torch.Tensor | None = None) -> torch.Tensor:
+def local_training(
+    store: ClientStore,
+    item_table: torch.Tensor,
+    batch: ClientBatch,
+    total_interactions: int,
+    model: ModelConfig,
+    federated: FederatedConfig,
+    on_rows: RowsHook | None = None,
+    upload: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Local BPR training of the clients in ``batch``; returns the sum of their item-row changes.
 
     Each client's loss is its own BPR terms divided by ``total_interactions`` (a public count that the
@@ -232,9 +262,17 @@ def local_training(store: ClientStore, item_table: torch.Tensor, batch: ClientBa
     return batch.add_changes(torch.zeros_like(item_table) if upload is None else upload, changes)
 
 
-def client_updates(store: ClientStore, broadcast: Broadcast, participants: torch.Tensor, model: ModelConfig,
-                   federated: FederatedConfig, generator: torch.Generator | None, on_rows: RowsHook | None = None,
-                   total: int | None = None, round_key: int | None = None) -> torch.Tensor:
+def client_updates(
+    store: ClientStore,
+    broadcast: Broadcast,
+    participants: torch.Tensor,
+    model: ModelConfig,
+    federated: FederatedConfig,
+    generator: torch.Generator | None,
+    on_rows: RowsHook | None = None,
+    total: int | None = None,
+    round_key: int | None = None,
+) -> torch.Tensor:
     """Local training of the participants (indices into ``store``); returns the sum of their item-row changes.
 
     ``total`` is the round's interaction count over *all* participants (the public number the server
@@ -247,8 +285,9 @@ def client_updates(store: ClientStore, broadcast: Broadcast, participants: torch
         key = draw_round_key(generator) if round_key is None else round_key
         slots = positions - store.pointers[interaction_users]  # position among the user's own interactions
         ids = interaction_users if store.global_ids is None else store.global_ids[interaction_users]
-        negatives = counter_negatives(ids, slots, store.n_items, federated.negatives, store.own_keys, key,
-                                      key_users=interaction_users)
+        negatives = counter_negatives(
+            ids, slots, store.n_items, federated.negatives, store.own_keys, key, key_users=interaction_users
+        )
     else:
         negatives = sample_negatives(interaction_users, store.n_items, federated.negatives, store.own_keys, generator)
     total = max(int(positions.numel()), 1) if total is None else total
@@ -262,8 +301,14 @@ def client_updates(store: ClientStore, broadcast: Broadcast, participants: torch
     for first, last in client_groups(ends, limit):
         start = int(ends[first - 1]) if first > 0 else 0
         end = int(ends[last - 1])
-        batch = make_batch(participants[first:last], interaction_users[start:end], positives[start:end],
-                           negatives[start:end], store.n_items, dedupe)
+        batch = make_batch(
+            participants[first:last],
+            interaction_users[start:end],
+            positives[start:end],
+            negatives[start:end],
+            store.n_items,
+            dedupe,
+        )
         local_training(store, broadcast.item_table, batch, total, model, federated, on_rows, upload=upload)
     return upload
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class Broadcast:
     """What the server sends down in a round (detached tensors)."""
 
-    item_table: torch.Tensor          # Q, the federated item embeddings
+    item_table: torch.Tensor  # Q, the federated item embeddings
     global_items: torch.Tensor | None  # G_I from LightGCN over the shared graph
     global_users: torch.Tensor | None  # g_u; the simulator hands row u to client u only
 

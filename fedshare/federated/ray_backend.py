@@ -46,9 +46,15 @@ class ShardWorker:
         self.active = torch.nonzero(store.counts > 0).squeeze(1)
         self.global_view: tuple | None = None  # G_I and the shard's g_u rows, for on-device scoring
 
-    def train_round(self, item_table: torch.Tensor, global_items: torch.Tensor | None,
-                    global_users: torch.Tensor | None, participants: torch.Tensor | None, round_key: int | None,
-                    total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def train_round(
+        self,
+        item_table: torch.Tensor,
+        global_items: torch.Tensor | None,
+        global_users: torch.Tensor | None,
+        participants: torch.Tensor | None,
+        round_key: int | None,
+        total: int,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The client step of this shard's participants (local indices; None: all active clients).
 
         Returns the sum of their item-row changes and the shard's client state after the round.
@@ -58,8 +64,9 @@ class ShardWorker:
         local = self.active if participants is None else participants
         if local.numel() == 0:  # none of this shard's clients was picked this round
             return torch.zeros_like(item_table), self.store.state()
-        upload = client_updates(self.store, broadcast, local, self.model, self.federated, None, total=total,
-                                round_key=round_key)
+        upload = client_updates(
+            self.store, broadcast, local, self.model, self.federated, None, total=total, round_key=round_key
+        )
         return upload, self.store.state()
 
     def ping(self) -> int:
@@ -83,8 +90,15 @@ def split_users(counts: torch.Tensor, shards: int) -> list[torch.Tensor]:
 def _ray_errors() -> tuple[type[BaseException], ...]:
     import ray.exceptions as ex
 
-    names = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "ObjectLostError", "OwnerDiedError",
-             "WorkerCrashedError", "NodeDiedError")
+    names = (
+        "RayActorError",
+        "ActorDiedError",
+        "ActorUnavailableError",
+        "ObjectLostError",
+        "OwnerDiedError",
+        "WorkerCrashedError",
+        "NodeDiedError",
+    )
     return tuple(getattr(ex, name) for name in names if hasattr(ex, name))
 
 
@@ -167,8 +181,9 @@ class RayBackend:
             self.started_ray = False
 
     # -- one round -----------------------------------------------------------------------------------
-    def client_round(self, model, broadcast: Broadcast, participants: torch.Tensor,
-                     generator: torch.Generator) -> Upload:
+    def client_round(
+        self, model, broadcast: Broadcast, participants: torch.Tensor, generator: torch.Generator
+    ) -> Upload:
         """The same client step as ``round.run_round`` runs locally: the sum of the participants' uploads."""
         import ray
 
@@ -245,7 +260,9 @@ class RayBackend:
                 self.actors[shard] = self._spawn(shard)
                 self.restarts += 1
                 refs[shard] = call(shard)
-        raise RuntimeError(f"ray backend: shard(s) {failed} failed {self.max_retries + 1} times in round {self.rounds + 1}")
+        raise RuntimeError(
+            f"ray backend: shard(s) {failed} failed {self.max_retries + 1} times in round {self.rounds + 1}"
+        )
 
     def _account(self, item_table, global_items, arguments, results, seconds: float) -> None:
         """Bytes of the protocol per shard this round (payloads; Ray adds a small fixed framing)."""
@@ -253,8 +270,9 @@ class RayBackend:
         self.shard_bytes = []
         for k, (users, part) in enumerate(arguments):
             upload, state = results[k]
-            self.shard_bytes.append({"down": common + _nbytes(users) + _nbytes(part), "up": _nbytes(upload),
-                                     "checkpoint": _nbytes(state)})
+            self.shard_bytes.append(
+                {"down": common + _nbytes(users) + _nbytes(part), "up": _nbytes(upload), "checkpoint": _nbytes(state)}
+            )
         n = len(self.shard_bytes)
         self.stats = {
             "net/shards": float(n),

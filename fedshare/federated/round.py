@@ -28,8 +28,9 @@ from fedshare.federated.simulation import Model
 ExtraLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def run_round(model: Model, generator: torch.Generator, extra_loss: ExtraLoss | None = None,
-              observer: RoundObserver | None = None) -> dict[str, float]:
+def run_round(
+    model: Model, generator: torch.Generator, extra_loss: ExtraLoss | None = None, observer: RoundObserver | None = None
+) -> dict[str, float]:
     """One round; returns the server's loss terms (and the Ray backend's traffic) for logging.
 
     ``extra_loss(global_users, global_items)`` adds a server-side term (used by unlearning).
@@ -47,8 +48,17 @@ def run_round(model: Model, generator: torch.Generator, extra_loss: ExtraLoss | 
                 raise ValueError("the FRU update log is not available with run.backend=ray")
             upload = model.backend.client_round(model, broadcast, participants, generator)
         else:
-            upload = Upload(client_updates(model.clients, broadcast, participants, config.model, config.federated,
-                                           generator, observer.add_clients if observer is not None else None))
+            upload = Upload(
+                client_updates(
+                    model.clients,
+                    broadcast,
+                    participants,
+                    config.model,
+                    config.federated,
+                    generator,
+                    observer.add_clients if observer is not None else None,
+                )
+            )
     weight = config.model.contrastive_weight if model.method == "fedshare" else 0.0
     extra = extra_loss(global_users, global_items) if extra_loss is not None else None
     logs = model.server.step(upload, global_users, global_items, weight, extra, observer)

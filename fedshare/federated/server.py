@@ -21,8 +21,16 @@ SERVER_TABLES = ("graph_users", "graph_items", "item_table")  # everything the s
 class Server:
     """The server's whole state.  Its only interaction data is ``self.graph`` (shared edges)."""
 
-    def __init__(self, graph: SharedGraph, model: ModelConfig, federated: FederatedConfig,
-                 generator: torch.Generator, device: torch.device, use_graph: bool, train_item_table: bool):
+    def __init__(
+        self,
+        graph: SharedGraph,
+        model: ModelConfig,
+        federated: FederatedConfig,
+        generator: torch.Generator,
+        device: torch.device,
+        use_graph: bool,
+        train_item_table: bool,
+    ):
         self.model = model
         self.device = device
         self.edge_chunk = interaction_chunk(federated, device)  # shared edges per chunk of the graph loss
@@ -35,13 +43,14 @@ class Server:
             values = torch.randn(rows, model.dim, generator=generator, device=device) * model.init_std
             return values.requires_grad_()
 
-        self.item_table = init(graph.n_items)      # local view of items, trained by the clients
-        self.graph_users = init(graph.n_users)     # server-side embeddings of the LightGCN
+        self.item_table = init(graph.n_items)  # local view of items, trained by the clients
+        self.graph_users = init(graph.n_users)  # server-side embeddings of the LightGCN
         self.graph_items = init(graph.n_items)
         # Two learners with the same Adam settings: the graph learner on its own embeddings, and the
         # aggregation strategy on Q (which the alignment term also reaches through Q's gradient).
-        self.graph_optimizer = (torch.optim.Adam([self.graph_users, self.graph_items], lr=federated.server_lr)
-                                if self.use_graph else None)
+        self.graph_optimizer = (
+            torch.optim.Adam([self.graph_users, self.graph_items], lr=federated.server_lr) if self.use_graph else None
+        )
         self.strategy = FedAdam(self.item_table, federated.local_lr, federated.server_lr) if train_item_table else None
 
     def set_graph(self, graph: SharedGraph) -> None:
@@ -65,9 +74,15 @@ class Server:
         detach = lambda t: None if t is None else t.detach()  # noqa: E731
         return Broadcast(self.item_table.detach(), detach(global_items), detach(global_users))
 
-    def step(self, upload: Upload | None, global_users: torch.Tensor | None, global_items: torch.Tensor | None,
-             alignment_weight: float, extra_loss: torch.Tensor | None = None,
-             observer: RoundObserver | None = None) -> dict[str, float]:
+    def step(
+        self,
+        upload: Upload | None,
+        global_users: torch.Tensor | None,
+        global_items: torch.Tensor | None,
+        alignment_weight: float,
+        extra_loss: torch.Tensor | None = None,
+        observer: RoundObserver | None = None,
+    ) -> dict[str, float]:
         """One FedAdam step on Q and one epoch of the graph learner; returns the loss terms for logging.
 
         The graph learner's epoch is one Adam step on all shared edges (``federated.server_batch: 0``)
@@ -96,9 +111,16 @@ class Server:
         order = torch.randperm(n_edges, generator=self.generator, device=self.device)
         return list(order.split(size))
 
-    def first_step(self, edges: torch.Tensor | None, upload: Upload | None, global_users: torch.Tensor | None,
-                   global_items: torch.Tensor | None, alignment_weight: float, extra_loss: torch.Tensor | None,
-                   observer: RoundObserver | None) -> dict[str, float]:
+    def first_step(
+        self,
+        edges: torch.Tensor | None,
+        upload: Upload | None,
+        global_users: torch.Tensor | None,
+        global_items: torch.Tensor | None,
+        alignment_weight: float,
+        extra_loss: torch.Tensor | None,
+        observer: RoundObserver | None,
+    ) -> dict[str, float]:
         self.zero_grad()
         logs: dict[str, float] = {}
         if self.use_graph:
@@ -141,8 +163,9 @@ class Server:
         if self.strategy is not None:
             self.strategy.reset()
 
-    def graph_bpr_loss(self, global_users: torch.Tensor, global_items: torch.Tensor,
-                       edges: torch.Tensor | None = None) -> torch.Tensor:
+    def graph_bpr_loss(
+        self, global_users: torch.Tensor, global_items: torch.Tensor, edges: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """BPR on the shared edges (all, or the positions ``edges``) with one sampled negative each
         (not a shared positive of that user)."""
         users, items = self.graph.users, self.graph.items
@@ -151,8 +174,11 @@ class Server:
         negatives = sample_negatives(users, self.graph.n_items, 1, self.shared_keys, self.generator)[:, 0]
         loss = chunked_mean_bpr(global_users, global_items, users, items, negatives, self.edge_chunk)
         # L2 on the layer-0 embeddings of every (user, positive, negative) triple, LightGCN-style.
-        l2 = (weighted_square_norm(self.graph_users, users) + weighted_square_norm(self.graph_items, items)
-              + weighted_square_norm(self.graph_items, negatives)) / (2 * users.numel())
+        l2 = (
+            weighted_square_norm(self.graph_users, users)
+            + weighted_square_norm(self.graph_items, items)
+            + weighted_square_norm(self.graph_items, negatives)
+        ) / (2 * users.numel())
         return loss + self.model.server_l2 * l2
 
     def alignment_loss(self, global_items: torch.Tensor) -> torch.Tensor:
@@ -167,8 +193,11 @@ class Server:
         return info_nce(self.item_table[candidates], global_view, self.model.temperature)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"item_table": self.item_table.detach().clone(), "graph_users": self.graph_users.detach().clone(),
-                "graph_items": self.graph_items.detach().clone()}
+        return {
+            "item_table": self.item_table.detach().clone(),
+            "graph_users": self.graph_users.detach().clone(),
+            "graph_items": self.graph_items.detach().clone(),
+        }
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():

@@ -68,25 +68,36 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: Config, interactions: Interactions, mask: pd.DataFrame, device: torch.device) -> tuple[Model, torch.Generator]:
+def build_model(
+    config: Config, interactions: Interactions, mask: pd.DataFrame, device: torch.device
+) -> tuple[Model, torch.Generator]:
     generator = torch.Generator(device=device)
     generator.manual_seed(config.run.seed)
     method = config.run.method
     train = interactions.part("train")
     if method == "central":
-        everything = SharedGraph(torch.tensor(train["user"].to_numpy()), torch.tensor(train["item"].to_numpy()),
-                                 interactions.n_users, interactions.n_items)
-        server = Server(everything, config.model, config.federated, generator, device,
-                        use_graph=True, train_item_table=False)
+        everything = SharedGraph(
+            torch.tensor(train["user"].to_numpy()),
+            torch.tensor(train["item"].to_numpy()),
+            interactions.n_users,
+            interactions.n_items,
+        )
+        server = Server(
+            everything, config.model, config.federated, generator, device, use_graph=True, train_item_table=False
+        )
         return Model(method, server, None, config), generator
     graph = shared_graph(mask, interactions.n_users, interactions.n_items)
     use_graph = method == "fedshare" and config.model.use_server_graph
     if not use_graph:  # local: the server holds no interactions at all
         graph = SharedGraph(graph.users[:0], graph.items[:0], graph.n_users, graph.n_items)
-    server = Server(graph, config.model, config.federated, generator, device,
-                    use_graph=use_graph, train_item_table=True)
-    shares = (global_view_weights(mask, interactions.n_users, config.model.global_weight) if use_graph
-              else np.zeros(interactions.n_users, dtype=np.float32))
+    server = Server(
+        graph, config.model, config.federated, generator, device, use_graph=use_graph, train_item_table=True
+    )
+    shares = (
+        global_view_weights(mask, interactions.n_users, config.model.global_weight)
+        if use_graph
+        else np.zeros(interactions.n_users, dtype=np.float32)
+    )
     clients = ClientStore(train, shares, interactions.n_users, interactions.n_items, config.model, generator, device)
     backend = None
     if config.run.backend == "ray":  # starts nothing yet: Ray comes up at the first round

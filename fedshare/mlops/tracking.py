@@ -52,8 +52,13 @@ class TrackedRun:
     uri: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "experiment": self.experiment, "model_version": self.model_version,
-                "champion": self.champion, "tracking_uri": self.uri}
+        return {
+            "run_id": self.run_id,
+            "experiment": self.experiment,
+            "model_version": self.model_version,
+            "champion": self.champion,
+            "tracking_uri": self.uri,
+        }
 
 
 class GlobalScorer(torch.nn.Module):
@@ -71,13 +76,19 @@ def _mlflow():
     try:
         import mlflow
     except ImportError:  # the GPU machine and minimal installs have no MLflow
-        raise ConfigError("MLflow is not installed; install requirements.txt or pass --set tracking.enabled=false") from None
+        raise ConfigError(
+            "MLflow is not installed; install requirements.txt or pass --set tracking.enabled=false"
+        ) from None
     return mlflow
 
 
 def names(config: Config) -> tuple[str, str]:
     """(experiment, registered model) names; both default to fedshare-<dataset>."""
-    dataset = Path(config.data.dataset).stem if ("/" in config.data.dataset or "." in config.data.dataset) else config.data.dataset
+    dataset = (
+        Path(config.data.dataset).stem
+        if ("/" in config.data.dataset or "." in config.data.dataset)
+        else config.data.dataset
+    )
     default = f"fedshare-{dataset}"
     return config.tracking.experiment or default, config.tracking.registered_model or default
 
@@ -119,11 +130,14 @@ def log_metric_history(client, run_id: str, history: list[dict[str, Any]], step_
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(metric_key(key), float(value), now, int(row[step_key]))
-               for row in history for key, value in row.items()
-               if key != step_key and isinstance(value, (int, float)) and np.isfinite(value)]
+    metrics = [
+        Metric(metric_key(key), float(value), now, int(row[step_key]))
+        for row in history
+        for key, value in row.items()
+        if key != step_key and isinstance(value, (int, float)) and np.isfinite(value)
+    ]
     for start in range(0, len(metrics), BATCH):
-        client.log_batch(run_id, metrics=metrics[start:start + BATCH])
+        client.log_batch(run_id, metrics=metrics[start : start + BATCH])
     return len(metrics)
 
 
@@ -138,12 +152,25 @@ def _start(config: Config, run_name: str, tags: dict[str, str]):
     return mlflow, uri, experiment, mlflow.start_run(run_name=run_name, tags=tags)
 
 
-def log_training(config: Config, run_dir: Path, metrics: dict[str, Any], history: list[dict[str, Any]],
-                 item_vectors: torch.Tensor, user_dim: int, interactions_table, mask) -> TrackedRun:
+def log_training(
+    config: Config,
+    run_dir: Path,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    item_vectors: torch.Tensor,
+    user_dim: int,
+    interactions_table,
+    mask,
+) -> TrackedRun:
     """Log one training run (params, per-round metrics, inputs, plot, model) and register it."""
     run_name = f"{config.run.method}-{config.sharing.policy}-seed{config.run.seed}"
-    tags = {"fedshare.kind": "training", "fedshare.method": config.run.method, "fedshare.sharing": config.sharing.policy,
-            "fedshare.dataset": config.data.dataset, "fedshare.run_dir": str(Path(run_dir).resolve())}
+    tags = {
+        "fedshare.kind": "training",
+        "fedshare.method": config.run.method,
+        "fedshare.sharing": config.sharing.policy,
+        "fedshare.dataset": config.data.dataset,
+        "fedshare.run_dir": str(Path(run_dir).resolve()),
+    }
     mlflow, uri, experiment, run = _start(config, run_name, tags)
     with run:
         mlflow.log_params(flat_params(config.to_dict()))
@@ -159,8 +186,15 @@ def log_training(config: Config, run_dir: Path, metrics: dict[str, Any], history
     return TrackedRun(run.info.run_id, experiment, version, champion, uri)
 
 
-def log_unlearning(config: Config, event_dir: Path, metrics: dict[str, Any], item_vectors: torch.Tensor,
-                   user_dim: int, parent: dict[str, Any] | None, storage: dict[str, int] | None = None) -> TrackedRun:
+def log_unlearning(
+    config: Config,
+    event_dir: Path,
+    metrics: dict[str, Any],
+    item_vectors: torch.Tensor,
+    user_dim: int,
+    parent: dict[str, Any] | None,
+    storage: dict[str, int] | None = None,
+) -> TrackedRun:
     """Log one unlearning event as its own run, linked to the run/model it started from.
 
     ``storage``: bytes on disk that each approach keeps for unlearning, as measured for this run
@@ -168,16 +202,28 @@ def log_unlearning(config: Config, event_dir: Path, metrics: dict[str, Any], ite
     """
     parent = parent or {}
     run_name = f"unlearn-{metrics['method']}-{metrics['requests']}req"
-    tags = {"fedshare.kind": "unlearning", "fedshare.method": metrics["method"], "fedshare.mode": metrics.get("mode", ""),
-            "fedshare.dataset": config.data.dataset, "fedshare.run_dir": str(Path(event_dir).resolve()),
-            "fedshare.parent_run_id": str(parent.get("run_id", "")),
-            "fedshare.parent_model_version": str(parent.get("model_version", ""))}
+    tags = {
+        "fedshare.kind": "unlearning",
+        "fedshare.method": metrics["method"],
+        "fedshare.mode": metrics.get("mode", ""),
+        "fedshare.dataset": config.data.dataset,
+        "fedshare.run_dir": str(Path(event_dir).resolve()),
+        "fedshare.parent_run_id": str(parent.get("run_id", "")),
+        "fedshare.parent_model_version": str(parent.get("model_version", "")),
+    }
     mlflow, uri, experiment, run = _start(config, run_name, tags)
     with run:
-        mlflow.log_params({"unlearning.method": metrics["method"], "unlearning.mode": metrics.get("mode"),
-                           "unlearning.rounds": metrics.get("rounds"), "unlearning.weight": config.unlearning.weight,
-                           "unlearning.hops": config.unlearning.hops, "sharing.policy": config.sharing.policy,
-                           "run.seed": config.run.seed})
+        mlflow.log_params(
+            {
+                "unlearning.method": metrics["method"],
+                "unlearning.mode": metrics.get("mode"),
+                "unlearning.rounds": metrics.get("rounds"),
+                "unlearning.weight": config.unlearning.weight,
+                "unlearning.hops": config.unlearning.hops,
+                "sharing.policy": config.sharing.policy,
+                "run.seed": config.run.seed,
+            }
+        )
         mlflow.log_metrics(flat_metrics(metrics))
         mlflow.log_dict(metrics, "unlearning.json")
         if storage:
@@ -208,8 +254,10 @@ def _log_inputs(mlflow, interactions_table, mask, config: Config) -> None:
 
     known = KNOWN_DATASETS.get(config.data.dataset)
     source = known.url if known else str(Path(config.data.dataset).resolve())
-    for frame, name, context in ((interactions_table, f"{names(config)[0]}-interactions", "training"),
-                                 (mask, f"{names(config)[0]}-sharing-mask", "sharing")):
+    for frame, name, context in (
+        (interactions_table, f"{names(config)[0]}-interactions", "training"),
+        (mask, f"{names(config)[0]}-sharing-mask", "sharing"),
+    ):
         columns = [c for c in frame.columns if c not in ("rating", "timestamp")]
         view = frame[columns].astype({c: object for c in columns if frame[c].dtype.kind not in "biuf"})  # pandas 3 str
         mlflow.log_input(mlflow.data.from_pandas(view, source=source, name=name), context=context)
@@ -224,8 +272,13 @@ def _log_model(mlflow, config: Config, item_vectors: torch.Tensor, user_dim: int
     with torch.no_grad():
         output = scorer(torch.from_numpy(example)).numpy()
     info = mlflow.pytorch.log_model(
-        scorer, name="model", input_example=example, signature=infer_signature(example, output),
-        registered_model_name=names(config)[1], pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        scorer,
+        name="model",
+        input_example=example,
+        signature=infer_signature(example, output),
+        registered_model_name=names(config)[1],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
     return str(info.registered_model_version)
 
 
@@ -286,7 +339,9 @@ def storage_plot(storage: dict[str, int]):
     axis.set_xscale("log")
     axis.set_xlabel("bytes kept for unlearning (log scale)")
     for y, key in enumerate(labels):
-        axis.annotate(f"{storage[key]:,}", (max(storage[key], 1), y), xytext=(3, -3), textcoords="offset points", fontsize=7)
+        axis.annotate(
+            f"{storage[key]:,}", (max(storage[key], 1), y), xytext=(3, -3), textcoords="offset points", fontsize=7
+        )
     figure.tight_layout()
     plt.close(figure)
     return figure
@@ -296,8 +351,9 @@ def events_plot(events: list[dict[str, Any]]):
     plt = _figure()
     figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     steps = list(range(1, len(events) + 1))
-    for axis, key, label in zip(axes, ("recall@20", "mia_auc", "storage_bytes"),
-                                ("test recall@20", "MIA AUC", "bytes kept for unlearning")):
+    for axis, key, label in zip(
+        axes, ("recall@20", "mia_auc", "storage_bytes"), ("test recall@20", "MIA AUC", "bytes kept for unlearning")
+    ):
         axis.plot(steps, [event["metrics"].get(key, np.nan) for event in events], marker="o")
         axis.set_xlabel("unlearning event")
         axis.set_title(label)
@@ -347,6 +403,18 @@ def purge_superseded_models(config: Config, before: float, retention_seconds: fl
         for location in locations:
             get_artifact_repository(location, tracking_uri=uri).delete_artifacts()
     elif model_ids:
-        subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri,
-                        "--logged-model-ids", ",".join(model_ids)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "gc",
+                "--backend-store-uri",
+                uri,
+                "--logged-model-ids",
+                ",".join(model_ids),
+            ],
+            check=True,
+            capture_output=True,
+        )
     return purged

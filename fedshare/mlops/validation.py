@@ -31,8 +31,6 @@ INTERACTION_COLUMNS = ["user", "item", "user_id", "item_id", "rating", "timestam
 MASK_COLUMNS = ["user", "item", "user_id", "item_id", "shared", "ratio"]
 
 
-
-
 SPLITS = ["train", "valid", "test"]
 
 
@@ -48,7 +46,7 @@ class ValidationReport:
     suite: str
     success: bool
     rows: int
-    evaluated: int                      # number of expectations run
+    evaluated: int  # number of expectations run
     failures: list[str] = field(default_factory=list)  # one line per failed expectation
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,8 +55,10 @@ class ValidationReport:
     def summary(self) -> str:
         if self.success:
             return f"{self.suite}: {self.evaluated}/{self.evaluated} expectations passed on {self.rows} rows"
-        return (f"{self.suite}: {len(self.failures)} of {self.evaluated} expectations failed on {self.rows} rows: "
-                + "; ".join(self.failures))
+        return (
+            f"{self.suite}: {len(self.failures)} of {self.evaluated} expectations failed on {self.rows} rows: "
+            + "; ".join(self.failures)
+        )
 
 
 class ValidationError(DataError):
@@ -88,22 +88,36 @@ def validate_interactions(table: pd.DataFrame) -> ValidationReport:
         gxe.ExpectTableColumnsToMatchSet(column_set=INTERACTION_COLUMNS, exact_match=True),
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         *[gxe.ExpectColumnValuesToNotBeNull(column=column) for column in INTERACTION_COLUMNS],
-        *[gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=INTEGER_DTYPES)
-          for column in ("user", "item", "user_id", "item_id", "timestamp")],
+        *[
+            gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=INTEGER_DTYPES)
+            for column in ("user", "item", "user_id", "item_id", "timestamp")
+        ],
         *[_contiguous(gxe, table, column) for column in ("user", "item")],
-        gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=0, max_value=float(np.finfo(np.float64).max),
-                                          meta={"problem": "ratings negative or not finite"}),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="rating",
+            min_value=0,
+            max_value=float(np.finfo(np.float64).max),
+            meta={"problem": "ratings negative or not finite"},
+        ),
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=SPLITS),
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=["user", "item"],
-                                            meta={"problem": "rows repeat a (user, item) pair"}),
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=["user", "item"], meta={"problem": "rows repeat a (user, item) pair"}
+        ),
     ]
     results = _run("interactions", table, expectations)
     if {"user_id", "split"} <= set(table.columns):
         per_user = table["split"].eq("train").groupby(table["user_id"]).sum().rename("train_rows").to_frame()
-        results += _run("interactions per user", per_user, [
-            gxe.ExpectColumnValuesToBeBetween(column="train_rows", min_value=1,
-                                              meta={"subject": "per user", "problem": "users without a training row"}),
-        ])
+        results += _run(
+            "interactions per user",
+            per_user,
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="train_rows",
+                    min_value=1,
+                    meta={"subject": "per user", "problem": "users without a training row"},
+                ),
+            ],
+        )
     return _report("interactions", len(table), results)
 
 
@@ -128,10 +142,14 @@ def validate_masks(mask: pd.DataFrame, interactions_table: pd.DataFrame, toleran
     expectations = [
         gxe.ExpectTableColumnsToMatchSet(column_set=MASK_COLUMNS, exact_match=False),
         gxe.ExpectTableRowCountToEqual(value=n_train, meta={"note": "one per training interaction"}),
-        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train"],
-                                        meta={"subject": "mask rows", "problem": "rows that are not training interactions"}),
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=["user", "item"],
-                                            meta={"problem": "rows repeat a (user, item) pair"}),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="split",
+            value_set=["train"],
+            meta={"subject": "mask rows", "problem": "rows that are not training interactions"},
+        ),
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=["user", "item"], meta={"problem": "rows repeat a (user, item) pair"}
+        ),
         *[gxe.ExpectColumnValuesToNotBeNull(column=column) for column in MASK_COLUMNS],
         gxe.ExpectColumnValuesToBeOfType(column="shared", type_="bool"),
         gxe.ExpectColumnValuesToBeBetween(column="ratio", min_value=0, max_value=1),
@@ -139,22 +157,35 @@ def validate_masks(mask: pd.DataFrame, interactions_table: pd.DataFrame, toleran
     results = _run("masks", frame, expectations)
     if {"user_id", "shared", "ratio"} <= set(mask.columns):
         users = mask["user_id"]
-        shared = mask["shared"].map({True: 1, False: 0})           # anything else counts as not shared
+        shared = mask["shared"].map({True: 1, False: 0})  # anything else counts as not shared
         ratio = pd.to_numeric(mask["ratio"], errors="coerce")
         n_user = users.groupby(users).transform("size")
-        target = np.floor(ratio * n_user + 0.5)                     # rounded as sharing.py rounds
+        target = np.floor(ratio * n_user + 0.5)  # rounded as sharing.py rounds
         off_by = (shared.groupby(users).transform("sum") - target).abs()
         per_user = pd.DataFrame({"training_rows": n_user, "shared": shared, "ratio": ratio, "off_by": off_by})
-        per_user = per_user.groupby(users).agg(training_rows=("training_rows", "first"), shared=("shared", "sum"),
-                                               ratio=("ratio", "first"), off_by=("off_by", "max"))
+        per_user = per_user.groupby(users).agg(
+            training_rows=("training_rows", "first"),
+            shared=("shared", "sum"),
+            ratio=("ratio", "first"),
+            off_by=("off_by", "max"),
+        )
         per_user = per_user.set_index(["training_rows", "shared", "ratio"], append=True)  # shown in examples
-        results += _run("masks per user", per_user, [
-            gxe.ExpectColumnValuesToBeBetween(
-                column="off_by", min_value=0, max_value=tolerance_items,
-                meta={"subject": "per user",
-                      "problem": f"users whose shared count is more than {tolerance_items} away from "
-                                 f"round(ratio x training rows)"}),
-        ])
+        results += _run(
+            "masks per user",
+            per_user,
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="off_by",
+                    min_value=0,
+                    max_value=tolerance_items,
+                    meta={
+                        "subject": "per user",
+                        "problem": f"users whose shared count is more than {tolerance_items} away from "
+                        f"round(ratio x training rows)",
+                    },
+                ),
+            ],
+        )
     return _report("masks", len(mask), results)
 
 
@@ -176,27 +207,43 @@ def validate_requests(requests: pd.DataFrame, mask: pd.DataFrame) -> ValidationR
     known_user = [u if u in known_users else None for u in user]
     pair = [f"{u}/{i}" if u in sharing_users and i is not None else None for u, i in zip(user, map(as_id, item_id))]
     raw = {"request_id": request_id, "user_id": user_id, "item_id": item_id}
-    frame = pd.DataFrame({**{name: values for name, values in raw.items() if name in requests},
-                          "user": user, "known user": known_user, "user/item": pair},
-                         index=pd.Index(request_id, name="request_id", dtype=object),  # examples name the request
-                         dtype=object)
+    frame = pd.DataFrame(
+        {
+            **{name: values for name, values in raw.items() if name in requests},
+            "user": user,
+            "known user": known_user,
+            "user/item": pair,
+        },
+        index=pd.Index(request_id, name="request_id", dtype=object),  # examples name the request
+        dtype=object,
+    )
     expectations = [
         gxe.ExpectTableColumnsToMatchSet(column_set=REQUEST_COLUMNS, exact_match=False),
         gxe.ExpectColumnValuesToNotBeNull(column="request_id"),
         gxe.ExpectColumnValuesToBeUnique(column="request_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
-        gxe.ExpectColumnValuesToMatchRegex(column="user_id", regex=r"^\d+$",
-                                           meta={"problem": "values are not non-negative integers"}),
-        gxe.ExpectColumnValuesToMatchRegex(column="item_id", regex=r"^\d+$",
-                                           meta={"problem": "values are neither empty nor non-negative integers"}),
-        gxe.ExpectColumnValuesToBeInSet(column="user", value_set=sorted(known_users),
-                                        meta={"subject": "user_id", "problem": "requests name an unknown user"}),
-        gxe.ExpectColumnValuesToBeInSet(column="known user", value_set=sorted(sharing_users),
-                                        meta={"subject": "user_id", "problem": "requests name a user who shares nothing"}),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="user_id", regex=r"^\d+$", meta={"problem": "values are not non-negative integers"}
+        ),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="item_id", regex=r"^\d+$", meta={"problem": "values are neither empty nor non-negative integers"}
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="user",
+            value_set=sorted(known_users),
+            meta={"subject": "user_id", "problem": "requests name an unknown user"},
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="known user",
+            value_set=sorted(sharing_users),
+            meta={"subject": "user_id", "problem": "requests name a user who shares nothing"},
+        ),
         # Only the pairs this file asks for go into the value set (a full shared set can be ~10^6 pairs).
-        gxe.ExpectColumnValuesToBeInSet(column="user/item", value_set=sorted(set(pair) & shared_pairs),
-                                        meta={"subject": "item_id",
-                                              "problem": "requests name an item the user does not currently share"}),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="user/item",
+            value_set=sorted(set(pair) & shared_pairs),
+            meta={"subject": "item_id", "problem": "requests name an item the user does not currently share"},
+        ),
     ]
     return _report("requests", len(requests), _run("requests", frame, expectations))
 
@@ -205,8 +252,11 @@ def _contiguous(gxe, table: pd.DataFrame, column: str):
     """Indices in [0, n) with n distinct values are exactly 0..n-1."""
     n = int(table[column].nunique()) if column in table else 0
     return gxe.ExpectColumnValuesToBeBetween(
-        column=column, min_value=0, max_value=max(n - 1, 0),
-        meta={"problem": f"indices outside [0, {max(n - 1, 0)}] (with {n} distinct values they are not contiguous)"})
+        column=column,
+        min_value=0,
+        max_value=max(n - 1, 0),
+        meta={"problem": f"indices outside [0, {max(n - 1, 0)}] (with {n} distinct values they are not contiguous)"},
+    )
 
 
 def _text(value: Any) -> str | None:
@@ -214,7 +264,6 @@ def _text(value: Any) -> str | None:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     return str(value).strip() or None
-
 
 
 _LOCK = threading.Lock()
@@ -231,8 +280,11 @@ def _batch_definition():
 
         context = gx.get_context(mode="ephemeral")  # never a FileDataContext from a gx/ folder in the cwd
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        _BATCH_DEFINITION = (context.data_sources.add_pandas("fedshare").add_dataframe_asset(name="frame")
-                             .add_batch_definition_whole_dataframe("whole"))
+        _BATCH_DEFINITION = (
+            context.data_sources.add_pandas("fedshare")
+            .add_dataframe_asset(name="frame")
+            .add_batch_definition_whole_dataframe("whole")
+        )
     return _BATCH_DEFINITION
 
 
@@ -265,7 +317,9 @@ def _columns(expectation) -> set[str]:
 
 def _report(suite: str, rows: int, results: list) -> ValidationReport:
     failures = [_failure_line(result) for result in results if not result.success]
-    return ValidationReport(suite=suite, success=not failures, rows=int(rows), evaluated=len(results), failures=failures)
+    return ValidationReport(
+        suite=suite, success=not failures, rows=int(rows), evaluated=len(results), failures=failures
+    )
 
 
 def _failure_line(result) -> str:
@@ -319,8 +373,10 @@ def _examples(details: dict, column: str | None) -> list[str]:
     """A few failing values; with a named index, the rows' keys first (user_id=3 item_id=7 split='valid')."""
     by_index = [entry for entry in details.get("partial_unexpected_index_list") or [] if isinstance(entry, dict)]
     if by_index:
-        return [" ".join(f"{k}={_show(v)}" for k, v in sorted(entry.items(), key=lambda kv: kv[0] == column))
-                for entry in by_index[:MAX_EXAMPLES]]
+        return [
+            " ".join(f"{k}={_show(v)}" for k, v in sorted(entry.items(), key=lambda kv: kv[0] == column))
+            for entry in by_index[:MAX_EXAMPLES]
+        ]
     return [_show(value) for value in (details.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]]
 
 

@@ -23,8 +23,9 @@ def normalized_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int,
     degree = torch.bincount(rows, minlength=n_nodes).to(torch.float32)
     inv_sqrt = torch.where(degree > 0, degree.clamp(min=1).rsqrt(), torch.zeros_like(degree))
     values = inv_sqrt[rows] * inv_sqrt[cols]
-    adjacency = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n_nodes, n_nodes), device=device,
-                                        check_invariants=False)
+    adjacency = torch.sparse_coo_tensor(
+        torch.stack([rows, cols]), values, (n_nodes, n_nodes), device=device, check_invariants=False
+    )
     # CSR times dense is several times faster than COO on CPU and is supported on CUDA too.
     return adjacency.coalesce().to_sparse_csr()
 
@@ -42,7 +43,9 @@ class _SymmetricPropagation(torch.autograd.Function):
         return None, ctx.adjacency @ grad
 
 
-def lightgcn(user_emb: torch.Tensor, item_emb: torch.Tensor, adjacency: torch.Tensor, layers: int) -> tuple[torch.Tensor, torch.Tensor]:
+def lightgcn(
+    user_emb: torch.Tensor, item_emb: torch.Tensor, adjacency: torch.Tensor, layers: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """LightGCN: the mean of layer 0..L embeddings, where layer k+1 = A_hat @ layer k."""
     layer = torch.cat([user_emb, item_emb])
     total = layer
@@ -50,4 +53,4 @@ def lightgcn(user_emb: torch.Tensor, item_emb: torch.Tensor, adjacency: torch.Te
         layer = _SymmetricPropagation.apply(adjacency, layer)
         total = total + layer
     out = total / (layers + 1)
-    return out[: user_emb.shape[0]], out[user_emb.shape[0]:]
+    return out[: user_emb.shape[0]], out[user_emb.shape[0] :]

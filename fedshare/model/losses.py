@@ -15,8 +15,9 @@ def bpr_terms(user_vec: torch.Tensor, pos_vec: torch.Tensor, neg_vec: torch.Tens
     return F.softplus(neg - pos).mean(-1)
 
 
-def bpr_gradients(user_vec: torch.Tensor, pos_vec: torch.Tensor, neg_vec: torch.Tensor,
-                  scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def bpr_gradients(
+    user_vec: torch.Tensor, pos_vec: torch.Tensor, neg_vec: torch.Tensor, scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``bpr_terms`` and ``scale`` times its gradients with respect to each of the three inputs, in closed form.
 
     With one negative the loss is softplus(x), x = u . (n - p), so with s = sigmoid(x):
@@ -57,8 +58,14 @@ def info_nce(view_a: torch.Tensor, view_b: torch.Tensor, temperature: float) -> 
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def chunked_mean_bpr(user_table: torch.Tensor, item_table: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-                     negatives: torch.Tensor, chunk: int) -> torch.Tensor:
+def chunked_mean_bpr(
+    user_table: torch.Tensor,
+    item_table: torch.Tensor,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    negatives: torch.Tensor,
+    chunk: int,
+) -> torch.Tensor:
     """Mean BPR over (user, item, negative) edges in chunks of ``chunk`` (0: one chunk): the same value
     and gradient as all at once.
 
@@ -77,8 +84,11 @@ def chunked_mean_bpr(user_table: torch.Tensor, item_table: torch.Tensor, users: 
     for start in range(0, n, step):
         part = slice(start, start + step)
         terms, user_rows, positive_rows, negative_rows = bpr_gradients(
-            users_detached.index_select(0, users[part]), items_detached.index_select(0, items[part]),
-            items_detached.index_select(0, negatives[part]).unsqueeze(1), scale=1.0 / n)
+            users_detached.index_select(0, users[part]),
+            items_detached.index_select(0, items[part]),
+            items_detached.index_select(0, negatives[part]).unsqueeze(1),
+            scale=1.0 / n,
+        )
         user_gradient.index_add_(0, users[part], user_rows)
         item_gradient.index_add_(0, items[part], positive_rows)
         item_gradient.index_add_(0, negatives[part], negative_rows[:, 0])

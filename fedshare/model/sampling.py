@@ -6,8 +6,14 @@ from __future__ import annotations
 import torch
 
 
-def sample_negatives(users: torch.Tensor, n_items: int, n_negatives: int, positive_keys: torch.Tensor,
-                     generator: torch.Generator, tries: int = 4) -> torch.Tensor:
+def sample_negatives(
+    users: torch.Tensor,
+    n_items: int,
+    n_negatives: int,
+    positive_keys: torch.Tensor,
+    generator: torch.Generator,
+    tries: int = 4,
+) -> torch.Tensor:
     """Uniform negatives per (user, positive), re-drawn a few times when they hit a known positive.
 
     ``positive_keys`` is the sorted tensor of user * n_items + item for the interactions the sampler
@@ -72,9 +78,16 @@ def draw_round_key(generator: torch.Generator) -> int:
     return int(torch.randint(0, 1 << 62, (1,), generator=generator, device=generator.device).item())
 
 
-def counter_negatives(users: torch.Tensor, slots: torch.Tensor, n_items: int, n_negatives: int,
-                      positive_keys: torch.Tensor, round_key: int, key_users: torch.Tensor | None = None,
-                      tries: int = 4) -> torch.Tensor:
+def counter_negatives(
+    users: torch.Tensor,
+    slots: torch.Tensor,
+    n_items: int,
+    n_negatives: int,
+    positive_keys: torch.Tensor,
+    round_key: int,
+    key_users: torch.Tensor | None = None,
+    tries: int = 4,
+) -> torch.Tensor:
     """Uniform negatives, negative k of interaction ``slot`` of ``user`` = hash(round_key, user, slot, k, attempt).
 
     ``users`` are global user ids (what the hash sees), ``slots`` each interaction's position among its
@@ -86,8 +99,10 @@ def counter_negatives(users: torch.Tensor, slots: torch.Tensor, n_items: int, n_
     key_users = users if key_users is None else key_users
     shape = (users.shape[0], n_negatives)
     slot = slots.unsqueeze(1) * n_negatives + torch.arange(n_negatives, device=users.device)
-    base = splitmix64(splitmix64(splitmix64(torch.full(shape, round_key, dtype=torch.long, device=users.device))
-                                 + users.unsqueeze(1)) + slot)
+    base = splitmix64(
+        splitmix64(splitmix64(torch.full(shape, round_key, dtype=torch.long, device=users.device)) + users.unsqueeze(1))
+        + slot
+    )
     negatives = _uniform_index(splitmix64(base), n_items)
     owners = key_users.unsqueeze(1).expand(shape)
     hit = torch.nonzero(is_member(owners * n_items + negatives, positive_keys), as_tuple=True)

@@ -55,8 +55,11 @@ class Intake:
 
 def pending_files(inbox: str | Path) -> list[Path]:
     folder = Path(inbox)
-    return sorted(p for p in folder.glob("*.csv") if p.is_file() and not p.name.endswith(".rejections.csv")) \
-        if folder.exists() else []
+    return (
+        sorted(p for p in folder.glob("*.csv") if p.is_file() and not p.name.endswith(".rejections.csv"))
+        if folder.exists()
+        else []
+    )
 
 
 def intake(store: ModelStore, path: Path, validate: bool = True) -> Intake:
@@ -89,7 +92,9 @@ def intake(store: ModelStore, path: Path, validate: bool = True) -> Intake:
 def record(store: ModelStore, taken: Intake) -> None:
     """Journal the accepted requests (fsync) before anything changes."""
     already = store.journal.states()
-    store.journal.record_accepted(taken.accepted[~taken.accepted["request_id"].isin(already)], taken.path.name, taken.mode)
+    store.journal.record_accepted(
+        taken.accepted[~taken.accepted["request_id"].isin(already)], taken.path.name, taken.mode
+    )
     crash_point("accepted")
 
 
@@ -99,8 +104,9 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
     current = store.require_current()
     staged = store.staging()
     event_number = len(store.events()) + 1
-    metrics = unshare_stage(current, staged, method, mode=taken.mode, requests=taken.accepted,
-                            seed=config.run.seed + event_number)
+    metrics = unshare_stage(
+        current, staged, method, mode=taken.mode, requests=taken.accepted, seed=config.run.seed + event_number
+    )
     crash_point("unlearned")
     final = store.commit(staged)
     crash_point("committed")
@@ -108,10 +114,17 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
     crash_point("versioned")
     store.journal.record_applied(taken.accepted["request_id"].tolist(), final.name)
     crash_point("applied")
-    event = {"event": event_number, "model": final.name, "file": taken.path.name, "method": method,
-             "mode": taken.mode, "time": time.time(), "masks_version": masks_version,
-             "metrics": {k: v for k, v in metrics.items() if k not in ("tracking", "retrain")},
-             "tracking": metrics.get("tracking", {})}
+    event = {
+        "event": event_number,
+        "model": final.name,
+        "file": taken.path.name,
+        "method": method,
+        "mode": taken.mode,
+        "time": time.time(),
+        "masks_version": masks_version,
+        "metrics": {k: v for k, v in metrics.items() if k not in ("tracking", "retrain")},
+        "tracking": metrics.get("tracking", {}),
+    }
     events = store.add_event(event)
     crash_point("event")
     if config.tracking.enabled:
@@ -137,8 +150,11 @@ def purge(config: Config, state: str | Path) -> dict[str, list[str]]:
     model versions from before the last unlearning event, once older than requests.retention_days."""
     store = ModelStore(state)
     retention = config.requests.retention_days * 86400
-    purged = {"models": store.purge_superseded(), "mask_versions": purge_mask_versions(store.folder, retention),
-              "mlflow_versions": []}
+    purged = {
+        "models": store.purge_superseded(),
+        "mask_versions": purge_mask_versions(store.folder, retention),
+        "mlflow_versions": [],
+    }
     events = store.events()
     if config.tracking.enabled and events:
         # The registered model is named by the config the served model was trained with (what
@@ -176,6 +192,7 @@ def process_inbox(config: Config, state: str | Path, inbox: str | Path, method: 
             record(store, taken)
             event = apply(config, store, taken, method) if not taken.accepted.empty else None
             finish(config, store, taken)
-            outcomes.append({"file": path.name, "applied": len(taken.accepted), "rejected": len(taken.rejected),
-                             "event": event})
+            outcomes.append(
+                {"file": path.name, "applied": len(taken.accepted), "rejected": len(taken.rejected), "event": event}
+            )
     return outcomes

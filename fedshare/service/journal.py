@@ -57,9 +57,13 @@ class RequestJournal:
     def accepted(self) -> pd.DataFrame:
         """Requests accepted but not yet applied (what a crashed run left behind), as request rows."""
         states = self.states()
-        rows = {e["request_id"]: e for e in self.entries() if e["state"] == ACCEPTED and states[e["request_id"]] == ACCEPTED}
-        return pd.DataFrame([{k: rows[r][k] for k in ("request_id", "user_id", "item_id")} for r in rows],
-                            columns=["request_id", "user_id", "item_id"])
+        rows = {
+            e["request_id"]: e for e in self.entries() if e["state"] == ACCEPTED and states[e["request_id"]] == ACCEPTED
+        }
+        return pd.DataFrame(
+            [{k: rows[r][k] for k in ("request_id", "user_id", "item_id")} for r in rows],
+            columns=["request_id", "user_id", "item_id"],
+        )
 
     def applied_requests(self) -> pd.DataFrame:
         """Every applied request, in order (to replay consent withdrawals on a retraining)."""
@@ -73,8 +77,19 @@ class RequestJournal:
         return pd.DataFrame(rows, columns=["request_id", "user_id", "item_id", "mode"])
 
     def record_accepted(self, requests: pd.DataFrame, source: str, mode: str) -> None:
-        self._append([{"request_id": str(r.request_id), "user_id": str(r.user_id), "item_id": str(r.item_id),
-                       "source": source, "mode": mode, "state": ACCEPTED} for r in requests.itertuples(index=False)])
+        self._append(
+            [
+                {
+                    "request_id": str(r.request_id),
+                    "user_id": str(r.user_id),
+                    "item_id": str(r.item_id),
+                    "source": source,
+                    "mode": mode,
+                    "state": ACCEPTED,
+                }
+                for r in requests.itertuples(index=False)
+            ]
+        )
 
     def record_applied(self, request_ids: list[str], event: str) -> None:
         self._append([{"request_id": str(rid), "state": APPLIED, "event": event} for rid in request_ids])
@@ -104,7 +119,9 @@ def state_lock(folder: str | Path, timeout: float = 600.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(f"another unsharing process holds {path}; try again when it has finished") from None
+                    raise LockTimeout(
+                        f"another unsharing process holds {path}; try again when it has finished"
+                    ) from None
                 time.sleep(0.2)
         try:
             yield

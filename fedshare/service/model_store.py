@@ -32,7 +32,9 @@ class ModelStore:
     def require_current(self) -> Path:
         current = self.current()
         if current is None or not current.exists():
-            raise DataError(f"{self.folder} holds no model yet; run the training flow (or `fedshare train --state {self.folder}`)")
+            raise DataError(
+                f"{self.folder} holds no model yet; run the training flow (or `fedshare train --state {self.folder}`)"
+            )
         return current
 
     def _next_name(self) -> str:

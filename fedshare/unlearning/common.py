@@ -24,14 +24,14 @@ if TYPE_CHECKING:
 class UnlearningJob:
     """One unlearning event: the trained model and the state of the data after the requests."""
 
-    model: Model                 # changed in place by every method but retrain
-    interactions: Interactions   # after the requests (a delete removes the pairs from the devices too)
-    new_mask: pd.DataFrame       # the sharing masks after the requests
-    pairs: pd.DataFrame          # the accepted (user, item) pairs to forget
-    settings: UnlearningConfig   # rounds, weight, hops
+    model: Model  # changed in place by every method but retrain
+    interactions: Interactions  # after the requests (a delete removes the pairs from the devices too)
+    new_mask: pd.DataFrame  # the sharing masks after the requests
+    pairs: pd.DataFrame  # the accepted (user, item) pairs to forget
+    settings: UnlearningConfig  # rounds, weight, hops
     seed: int
     snapshots: SnapshotStore | None = None  # contrastive: the clean round-0 embeddings
-    update_log: UpdateLog | None = None     # fru: the log written during training
+    update_log: UpdateLog | None = None  # fru: the log written during training
     options: dict[str, Any] = field(default_factory=dict)  # method-specific extras (fru: calibrated, ...)
 
 
@@ -53,7 +53,7 @@ class CleanedServer:
     generator: torch.Generator
     dirty_users: torch.Tensor | None  # the global views before unlearning (the contrastive negatives)
     dirty_items: torch.Tensor | None
-    node_users: torch.Tensor          # the affected nodes: ``hops`` around the requesting users and items
+    node_users: torch.Tensor  # the affected nodes: ``hops`` around the requesting users and items
     node_items: torch.Tensor
 
     def result(self, model: Model, rounds: int, **extra: Any) -> UnlearningResult:
@@ -73,8 +73,15 @@ def clean_server(job: UnlearningJob) -> CleanedServer:
         dirty_users, dirty_items = model.server.propagate()
     replace_graph(model, job.new_mask, interactions)
     if model.clients is not None:  # a delete request also changes the device's data
-        fresh = ClientStore(interactions.part("train"), model.clients.shares.cpu().numpy(), interactions.n_users,
-                            interactions.n_items, model.config.model, generator, model.server.device)
+        fresh = ClientStore(
+            interactions.part("train"),
+            model.clients.shares.cpu().numpy(),
+            interactions.n_users,
+            interactions.n_items,
+            model.config.model,
+            generator,
+            model.server.device,
+        )
         fresh.load_state(model.clients.state())
         model.clients = fresh
     node_users, node_items = affected_nodes(old_graph, job.pairs, job.settings.hops)

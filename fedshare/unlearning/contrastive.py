@@ -31,8 +31,12 @@ def unlearn(job: UnlearningJob) -> UnlearningResult:
     # their old representation would make the withdrawn items stand out by their *low* scores.
     requesting = torch.as_tensor(pairs["user"].unique(), device=cleaned.node_users.device)
     push_users = cleaned.node_users[~torch.isin(cleaned.node_users, requesting)]
-    extra_loss = push_pull_loss((clean_users, clean_items, cleaned.dirty_users, cleaned.dirty_items),
-                                (push_users, cleaned.node_items), job.settings.weight, model.config.model.temperature)
+    extra_loss = push_pull_loss(
+        (clean_users, clean_items, cleaned.dirty_users, cleaned.dirty_items),
+        (push_users, cleaned.node_items),
+        job.settings.weight,
+        model.config.model.temperature,
+    )
     for _ in range(job.settings.rounds):
         run_round(model, cleaned.generator, extra_loss)
     # Kept for the next event: the round-0 snapshot (carried by the stage) and this new state.
@@ -56,7 +60,9 @@ def reset_requesting_users(model: Model, pairs: pd.DataFrame, generator: torch.G
         server.graph_users[users] = fresh * model.config.model.init_std
 
 
-def clean_target(model: Model, snapshots: SnapshotStore | None, pairs: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+def clean_target(
+    model: Model, snapshots: SnapshotStore | None, pairs: pd.DataFrame
+) -> tuple[torch.Tensor, torch.Tensor]:
     """LightGCN over the cleaned graph, with the requesting users' and unshared items' layer-0
     embeddings taken from the round-0 snapshot (before any data was learned)."""
     server = model.server

@@ -46,8 +46,6 @@ if TYPE_CHECKING:
     from fedshare.federated.simulation import Model
 
 
-
-
 def top_share(groups: torch.Tensor, scores: torch.Tensor, alpha: float) -> torch.Tensor:
     """Positions of the top ceil(alpha * n_g) scores of each group g (at least one), in ascending order.
 
@@ -158,8 +156,9 @@ class UpdateLog:
             sums.index_add_(0, inverse, values)
             clients = keys // self.n_items
             keep = top_share(clients, sums.norm(dim=1), self.alpha)
-            self._clients.append((clients[keep].to(torch.int32), (keys[keep] % self.n_items).to(torch.int32),
-                                  sums[keep].to(self.dtype)))
+            self._clients.append(
+                (clients[keep].to(torch.int32), (keys[keep] % self.n_items).to(torch.int32), sums[keep].to(self.dtype))
+            )
 
     def add_server(self, gradients: dict[str, torch.Tensor | None]) -> None:
         """The server's own gradient rows (graph loss and alignment), top-α of the non-zero rows by norm."""
@@ -234,8 +233,9 @@ def server_gradients(model: "Model") -> dict[str, torch.Tensor]:
     return dict(zip(names, gradients))
 
 
-def fresh_client_changes(model: "Model", participants: torch.Tensor, dirty: torch.Tensor, fraction: float,
-                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def fresh_client_changes(
+    model: "Model", participants: torch.Tensor, dirty: torch.Tensor, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One fresh local training of the participants from the replayed item table.
 
     Clean clients train on a random ``fraction`` of their interactions (FRU's lambda of the local
@@ -260,18 +260,31 @@ def fresh_client_changes(model: "Model", participants: torch.Tensor, dirty: torc
     if not bool(dirty.any()):  # the common case (unshare): the plain scatter-add of training
         return local_training(store, item_table, batch, total, model.config.model, federated), dirty_sum
     seen: list[torch.Tensor] = []
-    local_training(store, item_table, batch, total, model.config.model, federated,
-                   on_rows=lambda b, changes: seen.append(row_values(changes)))
+    local_training(
+        store,
+        item_table,
+        batch,
+        total,
+        model.config.model,
+        federated,
+        on_rows=lambda b, changes: seen.append(row_values(changes)),
+    )
     values, owned_by_dirty = seen[0], dirty[row_owners(batch)]
     clean.index_add_(0, batch.row_items[~owned_by_dirty], values[~owned_by_dirty])
     dirty_sum.index_add_(0, batch.row_items[owned_by_dirty], values[owned_by_dirty])
     return clean, dirty_sum
 
 
-def replay(model: "Model", log: UpdateLog, affected_users: torch.Tensor | None = None,
-           affected_items: torch.Tensor | None = None, affected_clients: torch.Tensor | None = None,
-           calibrated: bool = True, calibration_fraction: float = 1.0,
-           generator: torch.Generator | None = None) -> int:
+def replay(
+    model: "Model",
+    log: UpdateLog,
+    affected_users: torch.Tensor | None = None,
+    affected_items: torch.Tensor | None = None,
+    affected_clients: torch.Tensor | None = None,
+    calibrated: bool = True,
+    calibration_fraction: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> int:
     """Roll the model back to round 0 and replay the log's rounds 1..T in place; returns T.
 
     ``affected_users``/``affected_items``: server rows recomputed fresh (no logged update used).
@@ -293,9 +306,11 @@ def replay(model: "Model", log: UpdateLog, affected_users: torch.Tensor | None =
             out[torch.as_tensor(index, device=device).long()] = True
         return out
 
-    fresh_rows = {"graph_users": mask(server.graph.n_users, affected_users),
-                  "graph_items": mask(server.graph.n_items, affected_items),
-                  "item_table": mask(server.graph.n_items, affected_items)}
+    fresh_rows = {
+        "graph_users": mask(server.graph.n_users, affected_users),
+        "graph_items": mask(server.graph.n_items, affected_items),
+        "item_table": mask(server.graph.n_items, affected_items),
+    }
     dirty = mask(server.graph.n_users, affected_clients)
     server_fresh = server.use_graph and (calibrated or any(bool(m.any()) for m in fresh_rows.values()))
     clients_run = store is not None and (calibrated or bool(dirty.any()))
@@ -340,8 +355,9 @@ def replay(model: "Model", log: UpdateLog, affected_users: torch.Tensor | None =
             change = torch.zeros_like(server.item_table.detach()).index_add_(0, item[keep], value[keep])
             if clients_run:
                 participants = torch.unique(client)
-                clean, dirty_change = fresh_client_changes(model, participants, dirty,
-                                                           calibration_fraction if calibrated else 0.0, generator)
+                clean, dirty_change = fresh_client_changes(
+                    model, participants, dirty, calibration_fraction if calibrated else 0.0, generator
+                )
                 if calibrated:
                     change = calibrate(change, clean)
                 change = change + dirty_change
@@ -360,7 +376,14 @@ def unlearn(job: UnlearningJob) -> UnlearningResult:
     train = job.interactions.part("train")
     still_on_device = job.pairs.merge(train[["user", "item"]], on=["user", "item"], how="left", indicator=True)
     deleted = still_on_device.loc[still_on_device["_merge"] == "left_only", "user"].unique()
-    replayed = replay(job.model, job.update_log, cleaned.node_users, cleaned.node_items,
-                      torch.as_tensor(deleted, dtype=torch.long), generator=cleaned.generator, **job.options)
+    replayed = replay(
+        job.model,
+        job.update_log,
+        cleaned.node_users,
+        cleaned.node_items,
+        torch.as_tensor(deleted, dtype=torch.long),
+        generator=cleaned.generator,
+        **job.options,
+    )
     # The log is not carried over: its rounds still hold the unshared edges' influence.
     return cleaned.result(job.model, replayed, storage_bytes=job.update_log.bytes_on_disk())

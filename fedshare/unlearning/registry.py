@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class UnlearningMethod:
-    module: str                     # where its ``unlearn(job) -> UnlearningResult`` lives
-    summary: str                    # one clause for ``--help``
+    module: str  # where its ``unlearn(job) -> UnlearningResult`` lives
+    summary: str  # one clause for ``--help``
     needs_update_log: bool = False  # trained with ``unlearning.fru_alpha > 0``
 
 
@@ -29,8 +29,11 @@ METHODS: dict[str, UnlearningMethod] = {
     "finetune": UnlearningMethod("fedshare.unlearning.finetune", "more rounds without the contrastive push"),
     "none": UnlearningMethod("fedshare.unlearning.none", "only drop the edges from the server graph"),
     "retrain": UnlearningMethod("fedshare.unlearning.retrain", "from scratch without the data (the reference)"),
-    "fru": UnlearningMethod("fedshare.unlearning.fru", "FRU rollback + calibrated replay of the update log "
-                            "(train with --set unlearning.fru_alpha=0.5)", needs_update_log=True),
+    "fru": UnlearningMethod(
+        "fedshare.unlearning.fru",
+        "FRU rollback + calibrated replay of the update log (train with --set unlearning.fru_alpha=0.5)",
+        needs_update_log=True,
+    ),
 }
 
 
@@ -44,8 +47,10 @@ def unlearn(job: UnlearningJob, method: str) -> UnlearningResult:
     if method not in METHODS:
         raise DataError(f"unknown unlearning method {method!r}; one of {', '.join(METHODS)}")
     if METHODS[method].needs_update_log and job.update_log is None:
-        raise DataError(f"unlearning method {method} needs the update log written during training "
-                        "(train with unlearning.fru_alpha > 0)")
+        raise DataError(
+            f"unlearning method {method} needs the update log written during training "
+            "(train with unlearning.fru_alpha > 0)"
+        )
     run = importlib.import_module(METHODS[method].module).unlearn
     started = time.perf_counter()
     result = run(job)

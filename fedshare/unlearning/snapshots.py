@@ -31,4 +31,3 @@ class SnapshotStore:
 
     def bytes_on_disk(self) -> int:
         return sum(p.stat().st_size for p in self.folder.glob("snapshot-*.pt*"))
-
