@@ -13,30 +13,29 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: bench.common, fedshare
 
-from bench.common import mean_std  # noqa: E402
-from fedshare.config import load_config  # noqa: E402
-from fedshare.stages import train_stage  # noqa: E402
+from bench.common import (  # noqa: E402
+    QUICK_OVERRIDES,
+    REPO,
+    command_line,
+    markdown_table,
+    mean_std,
+    publish,
+    pyplot,
+    quick_dataset,
+    save_figure,
+    train_or_reuse,
+)
+from fedshare.data.interactions import Interactions  # noqa: E402
+from fedshare.data.sharing import load_mask, sharing_users  # noqa: E402
+from fedshare.evaluation import evaluate  # noqa: E402
+from fedshare.rundir import load_run  # noqa: E402
 
 DEFAULT_RUNS = [("local", "none"), ("fedshare", "mixed"), ("fedshare", "all"), ("central", "all")]
-
-
-def quick_dataset() -> str:
-    """--quick: a small generated dataset (fedshare.synthetic), written to a temporary CSV."""
-    import tempfile
-
-    from fedshare.data.synthetic import generate
-
-    path = Path(tempfile.mkdtemp(prefix="fedshare-quick-")) / "quick.csv"
-    generate(120, mean_per_user=15, seed=0).to_csv(path, index=False)
-    return str(path)
-
-
-QUICK_OVERRIDES = ["federated.rounds=4", "eval.every=2", "model.dim=8"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,19 +43,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="ml-100k", help="ml-100k, ml-1m or a path (data.dataset)")
     parser.add_argument("--data-dir", help="folder laid out like ../shared/data (else $FEDSHARE_DATA_DIR)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--runs-of", nargs="+", metavar="METHOD:SHARING",
-                        help="which runs, e.g. local:none fedshare:mixed fedshare:0.5 central:all (default: the four)")
+    parser.add_argument(
+        "--runs-of",
+        nargs="+",
+        metavar="METHOD:SHARING",
+        help="which runs, e.g. local:none fedshare:mixed fedshare:0.5 central:all (default: the four)",
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-                        help="extra parameter overrides for every run")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="extra parameter overrides for every run",
+    )
     parser.add_argument("--runs", default=str(REPO / "bench" / "out" / "runs"), help="where run directories go")
     parser.add_argument("--json", help="write all metrics here")
-    parser.add_argument("--merge", nargs="+", default=[], metavar="JSON",
-                        help="earlier results files whose runs (method, sharing, seed) are not re-run here are added to the table")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="earlier results files whose runs (method, sharing, seed) are not re-run here are added to the table",
+    )
     parser.add_argument("--markdown", help="write the table here")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument("--plot", help="write a PNG of Recall@20 against the mean sharing ratio (needs matplotlib)")
-    parser.add_argument("--quick", action="store_true", help="tiny generated data, 4 rounds: seconds (the test suite runs it)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny generated data, 4 rounds: seconds (the test suite runs it)"
+    )
     return parser.parse_args(argv)
 
 
@@ -71,18 +87,23 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         for method, sharing in pairs:
             run_dir = run_dir_of(args, method, sharing, seed)
             name = run_dir.name
-            metrics_file = run_dir / "metrics.json"
-            if metrics_file.exists():
-                metrics = json.loads(metrics_file.read_text())
-            else:
-                overrides = ["tracking.enabled=false", f"data.dataset={args.dataset}", f"run.method={method}",
-                             f"sharing.policy={sharing}",
-                             f"run.seed={seed}", f"run.device={args.device}", *args.overrides]
-                if args.data_dir:
-                    overrides.append(f"data.data_dir={args.data_dir}")
-                metrics = train_stage(load_config(None, overrides), run_dir, progress=args.progress)
-            print(f"{name}: recall@20 {metrics['recall@20']:.4f} ndcg@20 {metrics['ndcg@20']:.4f} "
-                  f"best round {metrics['best_round']} {metrics['seconds']:.0f}s", flush=True)
+            overrides = [
+                "tracking.enabled=false",
+                f"data.dataset={args.dataset}",
+                f"run.method={method}",
+                f"sharing.policy={sharing}",
+                f"run.seed={seed}",
+                f"run.device={args.device}",
+                *args.overrides,
+            ]
+            if args.data_dir:
+                overrides.append(f"data.data_dir={args.data_dir}")
+            metrics = train_or_reuse(run_dir, overrides, progress=args.progress)
+            print(
+                f"{name}: recall@20 {metrics['recall@20']:.4f} ndcg@20 {metrics['ndcg@20']:.4f} "
+                f"best round {metrics['best_round']} {metrics['seconds']:.0f}s",
+                flush=True,
+            )
             results.append(metrics)
     return results
 
@@ -94,11 +115,6 @@ def private_users_notes(args: argparse.Namespace) -> list[str]:
     private users (from its masks) are scored by the local run's model too: same split (checked),
     same users, so the difference is the effect of the others' sharing on them.
     """
-    from fedshare.data.interactions import Interactions
-    from fedshare.data.sharing import load_mask, sharing_users
-    from fedshare.evaluation import evaluate
-    from fedshare.rundir import load_run
-
     notes = []
     for sharing in ("mixed", "uniform"):
         pairs = []  # (fedshare's Recall@20 on its private users, local's Recall@20 on the same users)
@@ -118,12 +134,24 @@ def private_users_notes(args: argparse.Namespace) -> list[str]:
         if pairs:
             shared_mean, local_mean = (mean_std([pair[i] for pair in pairs]) for i in (0, 1))
             gain = mean_std([a - b for a, b in pairs])
-            notes.append(f"private users of fedshare@{sharing}, same users under local ({len(pairs)} seeds): "
-                         f"{shared_mean[0]:.4f} ± {shared_mean[1]:.4f} vs {local_mean[0]:.4f} ± {local_mean[1]:.4f}, "
-                         f"paired gain {gain[0]:+.4f} ± {gain[1]:.4f}")
+            notes.append(
+                f"private users of fedshare@{sharing}, same users under local ({len(pairs)} seeds): "
+                f"{shared_mean[0]:.4f} ± {shared_mean[1]:.4f} vs {local_mean[0]:.4f} ± {local_mean[1]:.4f}, "
+                f"paired gain {gain[0]:+.4f} ± {gain[1]:.4f}"
+            )
     return notes
 
 
+HEADER = (
+    "method",
+    "sharing",
+    "Recall@20",
+    "NDCG@20",
+    "Recall@20 private users",
+    "Recall@20 sharing users",
+    "best round",
+    "seconds",
+)
 METHOD_ORDER = {"local": 0, "fedshare": 1, "central": 2}
 NAMED_SHARING = {"none": -1.0, "mixed": 1.1, "uniform": 1.2, "all": 1.3}  # after the constant ratios 0..1
 
@@ -142,8 +170,7 @@ def table(results: list[dict], command: str, extra_notes: list[str] = ()) -> str
     rows = {}
     for metrics in sorted(results, key=row_order):
         rows.setdefault((metrics["method"], metrics["sharing"]), []).append(metrics)
-    lines = ["| method | sharing | Recall@20 | NDCG@20 | Recall@20 private users | Recall@20 sharing users | best round | seconds |",
-             "|---|---|---|---|---|---|---|---|"]
+    table_rows = []
     means = {}
     for (method, sharing), runs in rows.items():
         cells = []
@@ -154,8 +181,11 @@ def table(results: list[dict], command: str, extra_notes: list[str] = ()) -> str
                 continue
             mean, std = mean_std(values)
             means[(method, sharing, key)] = mean
-            cells.append(f"{mean:.4f} ± {std:.4f}" if key not in ("best_round", "seconds") else f"{mean:.0f} ± {std:.0f}")
-        lines.append(f"| {method} | {sharing} | " + " | ".join(cells) + " |")
+            cells.append(
+                f"{mean:.4f} ± {std:.4f}" if key not in ("best_round", "seconds") else f"{mean:.0f} ± {std:.0f}"
+            )
+        table_rows.append([method, sharing, *cells])
+    lines = markdown_table(HEADER, table_rows)
     local = means.get(("local", "none", "recall@20"))
     central = means.get(("central", "all", "recall@20"))
     notes = []
@@ -163,76 +193,87 @@ def table(results: list[dict], command: str, extra_notes: list[str] = ()) -> str
         for sharing in ("mixed", "all"):
             value = means.get(("fedshare", sharing, "recall@20"))
             if value is not None:
-                notes.append(f"fedshare@{sharing}: closes {(value - local) / (central - local):.0%} of the local→central "
-                             f"Recall@20 gap, reaches {value / central:.3f} of central")
+                notes.append(
+                    f"fedshare@{sharing}: closes {(value - local) / (central - local):.0%} of the local→central "
+                    f"Recall@20 gap, reaches {value / central:.3f} of central"
+                )
     seeds = sorted({run["seed"] for run in results})
     machine = f"{platform.platform()}, {results[0]['machine'] if results else ''}"
-    header = [f"Seeds {seeds}; mean ± sample std over seeds; test split, full ranking.", f"Machine: {machine}.",
-              f"Command: `{command}`", ""]
+    header = [
+        f"Seeds {seeds}; mean ± sample std over seeds; test split, full ranking.",
+        f"Machine: {machine}.",
+        f"Command: `{command}`",
+        "",
+    ]
     return "\n".join(header + lines + [""] + [f"- {note}" for note in [*notes, *extra_notes]]) + "\n"
 
 
 def plot(results: list[dict], path: str) -> None:
     """Recall@20 of fedshare against the mean sharing ratio; local and central as reference lines."""
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups: dict[tuple[str, str], list[dict]] = {}
     for metrics in results:
         groups.setdefault((metrics["method"], metrics["sharing"]), []).append(metrics)
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
-    points = sorted((mean_std([m["mean_sharing_ratio"] for m in runs])[0], *mean_std([m["recall@20"] for m in runs]), sharing)
-                    for (method, sharing), runs in groups.items() if method == "fedshare")
+    points = sorted(
+        (mean_std([m["mean_sharing_ratio"] for m in runs])[0], *mean_std([m["recall@20"] for m in runs]), sharing)
+        for (method, sharing), runs in groups.items()
+        if method == "fedshare"
+    )
     # Constant ratios (and none/all) form the curve; mixed and uniform are mixtures of users, so they are
     # drawn as separate markers at their mean ratio rather than joined to it.
     mixtures = {"mixed": "s", "uniform": "^"}
     curve = [p for p in points if p[3] not in mixtures]
-    axis.errorbar([p[0] for p in curve], [p[1] for p in curve], yerr=[p[2] for p in curve], marker="o",
-                  capsize=3, label="FedShare, every user at ρ")
+    axis.errorbar(
+        [p[0] for p in curve],
+        [p[1] for p in curve],
+        yerr=[p[2] for p in curve],
+        marker="o",
+        capsize=3,
+        label="FedShare, every user at ρ",
+    )
     for x, y, std, sharing in points:
         if sharing in mixtures:
-            axis.errorbar([x], [y], yerr=[std], marker=mixtures[sharing], linestyle="none", capsize=3,
-                          label=f"FedShare, {sharing}")
+            axis.errorbar(
+                [x],
+                [y],
+                yerr=[std],
+                marker=mixtures[sharing],
+                linestyle="none",
+                capsize=3,
+                label=f"FedShare, {sharing}",
+            )
     for x, y, _, sharing in points:
         axis.annotate(sharing, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     for (method, sharing), style in ((("local", "none"), "--"), (("central", "all"), ":")):
         if (method, sharing) in groups:
-            axis.axhline(mean_std([m["recall@20"] for m in groups[(method, sharing)]])[0], linestyle=style, color="gray",
-                         label=method)
+            axis.axhline(
+                mean_std([m["recall@20"] for m in groups[(method, sharing)]])[0],
+                linestyle=style,
+                color="gray",
+                label=method,
+            )
     axis.set_xlabel("mean sharing ratio")
     axis.set_ylabel("test Recall@20")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.quick:
-        import tempfile
-
         args.dataset, args.seeds, args.runs = quick_dataset(), args.seeds[:1], tempfile.mkdtemp(prefix="fedshare-runs-")
         args.overrides = QUICK_OVERRIDES + args.overrides
     results = run_all(args)
     done = {(r["method"], r["sharing"], r["seed"]) for r in results}
     for path in args.merge:
         results += [r for r in json.loads(Path(path).read_text()) if (r["method"], r["sharing"], r["seed"]) not in done]
-    command = "python bench/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line(__file__, argv)
     text = table(results, command, private_users_notes(args))
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(text)
+    publish(text, results, args.json, args.markdown)
     if args.plot:
         plot(results, args.plot)
 

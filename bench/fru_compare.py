@@ -15,18 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: bench.common, fedshare
 
-import torch  # noqa: E402
-
+from bench.common import REPO, load_average, machine_facts, machine_line, timed, write_json  # noqa: E402
 from fedshare.config import load_config  # noqa: E402
 from fedshare.data.interactions import load_interactions  # noqa: E402
 from fedshare.data.requests import apply_to_mask, draw_requests, resolve_requests  # noqa: E402
@@ -50,15 +45,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=0.5, help="unlearning.fru_alpha (FRU used 0.5)")
     parser.add_argument("--fraction", type=float, default=0.1, help="share of sharing users who unshare all")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                        help="FRU variants to run besides contrastive and retrain")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        help="FRU variants to run besides contrastive and retrain",
+    )
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "fru"))
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
-    config = load_config(None, [f"data.dataset={args.dataset}", f"run.seed={args.seed}", "sharing.policy=mixed",
-                                f"unlearning.fru_alpha={args.alpha}", *args.overrides])
+    config = load_config(
+        None,
+        [
+            f"data.dataset={args.dataset}",
+            f"run.seed={args.seed}",
+            "sharing.policy=mixed",
+            f"unlearning.fru_alpha={args.alpha}",
+            *args.overrides,
+        ],
+    )
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     interactions = load_interactions(config.data, config.run.seed)
@@ -79,13 +87,11 @@ def main(argv: list[str] | None = None) -> dict:
         peak["bytes"] = max(peak["bytes"], log.bytes_on_disk())
 
     log.flush = flush_and_measure
-    load_before = os.getloadavg()
-    started = time.perf_counter()
-    train(config, interactions, mask, progress=False)  # the same training without the log: its overhead
-    train_seconds_without_log = time.perf_counter() - started
-    started = time.perf_counter()
-    result = train(config, interactions, mask, progress=False, on_round=keep_snapshot, update_log=log)
-    train_seconds = time.perf_counter() - started
+    load_before = load_average()
+    _, train_seconds_without_log = timed(train, config, interactions, mask, progress=False)  # the log's overhead
+    result, train_seconds = timed(
+        train, config, interactions, mask, progress=False, on_round=keep_snapshot, update_log=log
+    )
     trained = result.model.state()
 
     requests = resolve_requests(draw_requests(mask, args.fraction, "all", config.run.seed), mask)
@@ -98,19 +104,29 @@ def main(argv: list[str] | None = None) -> dict:
         model.load_state(trained)
         return model
 
-    report = {"dataset": args.dataset, "seed": config.run.seed, "alpha": config.unlearning.fru_alpha,
-              "best_round": result.best_round, "rounds_run": result.rounds_run,
-              "train_seconds_without_log": round(train_seconds_without_log, 2),
-              "train_seconds_with_log": round(train_seconds, 2),
-              "log_bytes_peak_during_training": peak["bytes"],
-              "log_bytes": log.bytes_on_disk(), "log_bytes_clients": log.bytes_on_disk("clients"),
-              "log_bytes_server": log.bytes_on_disk("server"), "snapshot_bytes": snapshots.bytes_on_disk(),
-              "unshared_interactions": len(pairs), "users_affected": int(pairs["user"].nunique()),
-              "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
-              "overrides": args.overrides, "methods": {}}
+    report = {
+        "dataset": args.dataset,
+        "seed": config.run.seed,
+        "alpha": config.unlearning.fru_alpha,
+        "best_round": result.best_round,
+        "rounds_run": result.rounds_run,
+        "train_seconds_without_log": round(train_seconds_without_log, 2),
+        "train_seconds_with_log": round(train_seconds, 2),
+        "log_bytes_peak_during_training": peak["bytes"],
+        "log_bytes": log.bytes_on_disk(),
+        "log_bytes_clients": log.bytes_on_disk("clients"),
+        "log_bytes_server": log.bytes_on_disk("server"),
+        "snapshot_bytes": snapshots.bytes_on_disk(),
+        "unshared_interactions": len(pairs),
+        "users_affected": int(pairs["user"].nunique()),
+        "machine": machine_line(machine_facts(config.run.device)),
+        "overrides": args.overrides,
+        "methods": {},
+    }
     before = unlearning_metrics(reload(), interactions, new_mask, pairs, config.run.seed)
-    report["methods"]["before (no unlearning)"] = {k: before[k] for k in ("recall@20", "ndcg@20", "mia_auc",
-                                                                            "unshared_mean_rank")}
+    report["methods"]["before (no unlearning)"] = {
+        k: before[k] for k in ("recall@20", "ndcg@20", "mia_auc", "unshared_mean_rank")
+    }
     models = {}
     for method in ["retrain", "contrastive", *args.variants]:
         model = reload()
@@ -119,7 +135,9 @@ def main(argv: list[str] | None = None) -> dict:
         if method.startswith("fru"):
             kwargs = {"update_log": log, "options": VARIANTS[method]}
             method = "fru"
-        job = UnlearningJob(model, interactions, new_mask, pairs, config.unlearning, config.run.seed, snapshots, **kwargs)
+        job = UnlearningJob(
+            model, interactions, new_mask, pairs, config.unlearning, config.run.seed, snapshots, **kwargs
+        )
         outcome = unlearn(job, method)
         metrics = unlearning_metrics(outcome.model, interactions, new_mask, pairs, config.run.seed)
         if method == "contrastive":  # what unshare_stage keeps: round-0 snapshot + post-unlearning state
@@ -130,18 +148,23 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             storage = log.bytes_on_disk() if method == "fru" else 0
         models[name] = outcome.model
-        row = {"recall@20": metrics["recall@20"], "ndcg@20": metrics["ndcg@20"],
-               "recall@20 requesting": metrics.get("requesting/recall@20"),
-               "recall@20 others": metrics.get("others/recall@20"),
-               "mia_auc": metrics["mia_auc"], "unshared_mean_rank": metrics["unshared_mean_rank"],
-               "seconds": round(outcome.seconds, 2), "rounds": outcome.rounds, "storage_bytes": storage}
+        row = {
+            "recall@20": metrics["recall@20"],
+            "ndcg@20": metrics["ndcg@20"],
+            "recall@20 requesting": metrics.get("requesting/recall@20"),
+            "recall@20 others": metrics.get("others/recall@20"),
+            "mia_auc": metrics["mia_auc"],
+            "unshared_mean_rank": metrics["unshared_mean_rank"],
+            "seconds": round(outcome.seconds, 2),
+            "rounds": outcome.rounds,
+            "storage_bytes": storage,
+        }
         if name != "retrain":
             row["embedding_distance_to_retrain"] = embedding_distance(outcome.model, models["retrain"])
         report["methods"][name] = row
         print(name, json.dumps(row), flush=True)
-    report["load_average_before_after"] = [load_before, os.getloadavg()]
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    report["load_average_before_after"] = [load_before, load_average()]
+    write_json(args.json, report)
     print(json.dumps(report, indent=2))
     return report
 

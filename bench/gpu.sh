@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Every GPU measurement of docs/results.md, a few calls of one GPU session each (the device tool gives a
-# session 15 minutes of GPU time).  Needs only python3 with torch, numpy, pandas, pyyaml, pyarrow
-# and tqdm (no Prefect, MLflow, DVC or GE).  MovieLens is read from $FEDSHARE_DATA_DIR (default ./data,
-# a git-ignored copy of ../shared/data: the GPU machine does not see ../shared).  Before a session:
-#   mkdir -p data && cp -r ../shared/data/ml-100k ../shared/data/ml-1m data/   # then carry ["data"]
+# The GPU measurements of docs/results.md (raw output: bench/results/gpu/).  Needs only python3 with
+# torch, numpy, pandas, pyyaml, pyarrow and tqdm (no Prefect, MLflow, DVC or GE).  MovieLens is read
+# from $FEDSHARE_DATA_DIR (default ./data, a git-ignored copy of ../shared/data for a machine that
+# does not see ../shared):
+#   mkdir -p data && cp -r ../shared/data/ml-100k ../shared/data/ml-1m data/
 #
-#   bash bench/gpu.sh measure OUT   # quiet GPU: engine speed (table 4b), one full ML-1M training
-#                                   # (fedshare, mixed, seed 0), scaling to 1M users (table 5b)
+#   bash bench/gpu.sh measure OUT   # alone on the GPU: engine speed, vectorized vs per-client loop vs
+#                                   # central (table 4b); one full ML-1M training, timed (fedshare, mixed,
+#                                   # seed 0); seconds per round and peak memory up to 1M users (table 5b)
 #   bash bench/gpu.sh batch OUT     # ML-1M accuracy, 3 seeds x local/mixed/all/central (table 1b), and
 #                                   # ML-1M unlearning, 3 seeds (table 3c): as parallel processes
 #   bash bench/gpu.sh cap2000 OUT   # ML-1M local/mixed/central, 3 seeds, with a 2000-round cap (table 1b)
-#   bash bench/gpu.sh rest OUT      # what ML-1M still lacks: the sharing sweep (table 1), unlearning at
-#                                   # 5%, 20% and partial (table 3a), ten sequential events (3b); the
-#                                   # tables come back as OUT/rest.tgz (a call returns at most 8 files)
+#   bash bench/gpu.sh rest OUT      # the ML-1M sharing sweep (table 1b), unlearning at 5%, 20% and partial
+#                                   # and ten sequential events (table 3d), on the GPU; the tables are
+#                                   # packed into OUT/rest.tgz
 #
 # Each step has its own time limit and logs to OUT/<phase>.log; a failed step does not stop the others.
 # A dry run on a CPU: DEVICE=cpu DATASET=ml-100k SET="federated.rounds=4 eval.every=2" SPEED_DATASETS=ml-100k
@@ -78,8 +79,8 @@ any_alive() { local pid; for pid in "$@"; do kill -0 "$pid" 2>/dev/null && retur
 wait_for() {  # wait_for PID...: until all have ended or DEADLINE seconds have passed; then stop the rest
   local start=$SECONDS pid
   while ((SECONDS - start < DEADLINE)) && any_alive "$@"; do sleep 5; done
-  # Stop our own children by parent PID: a pattern (pkill -f) can match the shell that runs this
-  # script, and once did, which lost that call's collect step.
+  # Stop our own children by parent PID: a pattern (pkill -f) would also match the shell that runs
+  # this script and end it before its collect step.
   for pid in "$@"; do pkill -P "$pid" 2>/dev/null; kill "$pid" 2>/dev/null; done
   echo "parallel part: $((SECONDS - start)) s" >>"$log"
 }

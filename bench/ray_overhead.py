@@ -13,26 +13,25 @@ starts its actors: it is reported apart (``startup_s``) and not in the per-round
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import pickle
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: bench.common, fedshare
 
-from fedshare.config import SharingConfig, load_config
-from fedshare.data.interactions import load_interactions, prepare
-from fedshare.data.sharing import build_mask
+import torch  # noqa: E402
+
+from bench.common import load_average, machine_facts, machine_line, random_interactions, write_json  # noqa: E402
+from fedshare.config import SharingConfig, load_config  # noqa: E402
+from fedshare.data.interactions import load_interactions, prepare  # noqa: E402
+from fedshare.data.sharing import build_mask  # noqa: E402
 from fedshare.federated.aggregation import pick_participants  # noqa: E402
 from fedshare.federated.client import client_updates  # noqa: E402
-from fedshare.federated.messages import Upload
-from fedshare.federated.simulation import build_model
+from fedshare.federated.messages import Upload  # noqa: E402
+from fedshare.federated.simulation import build_model  # noqa: E402
 
 
 def timed_round(model, generator) -> dict[str, float]:
@@ -46,8 +45,9 @@ def timed_round(model, generator) -> dict[str, float]:
     if model.backend is not None:
         upload = model.backend.client_round(model, broadcast, participants, generator)
     else:
-        upload = Upload(client_updates(model.clients, broadcast, participants, config.model, config.federated,
-                                       generator))
+        upload = Upload(
+            client_updates(model.clients, broadcast, participants, config.model, config.federated, generator)
+        )
     t2 = time.perf_counter()
     weight = config.model.contrastive_weight if model.method == "fedshare" else 0.0
     model.server.step(upload, global_users, global_items, weight)
@@ -66,7 +66,8 @@ def run(config, interactions, mask, rounds: int) -> dict:
         "round_s_min": min(t["total"] for t in times),
         "client_step_s": statistics.median(t["clients"] for t in times),
         "server_s": statistics.median(t["server"] for t in times),
-        "first_round_s": first["total"], "startup_s": startup - first["server"],
+        "first_round_s": first["total"],
+        "startup_s": startup - first["server"],
     }
     if model.backend is not None:
         out["shard_bytes"] = model.backend.shard_bytes
@@ -76,29 +77,30 @@ def run(config, interactions, mask, rounds: int) -> dict:
     return out
 
 
-def synthetic(n_users: int, n_items: int, per_user: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    users = np.repeat(np.arange(n_users), per_user)
-    items = np.concatenate([rng.choice(n_items, per_user, replace=False) for _ in range(n_users)])
-    return pd.DataFrame({"user_id": users, "item_id": items, "rating": 5, "timestamp": np.arange(len(users))})
-
-
 def byte_growth(base_overrides: list[str]) -> list[dict]:
     """Bytes per shard and round (2 shards) on synthetic data, varying users, items and d one at a time."""
     rows = []
     for n_users, n_items, dim in [(400, 500, 16), (1600, 500, 16), (400, 2000, 16), (400, 500, 64)]:
         config = load_config(None, base_overrides + [f"model.dim={dim}", "run.backend=ray", "run.shards=2"])
-        data = prepare(synthetic(n_users, n_items, 20), config.data, seed=0)
+        data = prepare(random_interactions(n_users, n_items, 20, rating=5), config.data, seed=0)
         mask = build_mask(data, SharingConfig(policy="mixed"), seed=0)
         model, generator = build_model(config, data, mask, torch.device("cpu"))
         timed_round(model, generator)
         sharing = int(model.clients.shares.sum())
         shard = model.backend.shard_bytes
-        rows.append({"users": n_users, "items": data.n_items, "dim": dim, "sharing_users": sharing,
-                     "down_per_shard": [b["down"] for b in shard], "up_per_shard": [b["up"] for b in shard],
-                     "checkpoint_per_shard": [b["checkpoint"] for b in shard],
-                     "formula_down_total": 2 * 2 * 4 * data.n_items * dim + 4 * dim * sharing + 2 * 16,
-                     "formula_up": 4 * data.n_items * dim})
+        rows.append(
+            {
+                "users": n_users,
+                "items": data.n_items,
+                "dim": dim,
+                "sharing_users": sharing,
+                "down_per_shard": [b["down"] for b in shard],
+                "up_per_shard": [b["up"] for b in shard],
+                "checkpoint_per_shard": [b["checkpoint"] for b in shard],
+                "formula_down_total": 2 * 2 * 4 * data.n_items * dim + 4 * dim * sharing + 2 * 16,
+                "formula_up": 4 * data.n_items * dim,
+            }
+        )
         model.backend.close()
     return rows
 
@@ -120,18 +122,22 @@ def main() -> None:
     import ray
 
     torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
+    load_before = load_average()
     base = ["federated.sampler=counter", "tracking.enabled=false"]
     config = load_config(None, base)
     interactions = load_interactions(config.data, config.run.seed)
     mask = build_mask(interactions, config.sharing, config.run.seed)
-    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
+    ray.init(
+        address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+    )
     results = {}
     try:
-        for name, overrides in [("local (stream sampler)", ["federated.sampler=stream"]), ("local", []),
-                                ("ray, 1 shard", ["run.backend=ray", "run.shards=1"]),
-                                ("ray, 2 shards", ["run.backend=ray", "run.shards=2"])]:
+        for name, overrides in [
+            ("local (stream sampler)", ["federated.sampler=stream"]),
+            ("local", []),
+            ("ray, 1 shard", ["run.backend=ray", "run.shards=1"]),
+            ("ray, 2 shards", ["run.backend=ray", "run.shards=2"]),
+        ]:
             cfg = load_config(None, base + overrides)
             results[name] = run(cfg, interactions, mask, args.rounds)
             print(name, {k: v for k, v in results[name].items() if k not in ("state", "shard_bytes")}, flush=True)
@@ -142,21 +148,28 @@ def main() -> None:
         growth = byte_growth(base + ["federated.rounds=1"])
     finally:
         ray.shutdown()
-    load_after = os.getloadavg()
+    load_after = load_average()
     for value in results.values():
         value.pop("state")
     sharing = int(build_model(config, interactions, mask, torch.device("cpu"))[0].clients.shares.sum())
     report = {
-        "dataset": "ml-100k", "n_users": interactions.n_users, "n_items": interactions.n_items,
-        "n_train": int((interactions.table["split"] == "train").sum()), "dim": config.model.dim,
-        "sharing_users": sharing, "rounds_timed": args.rounds, "driver_threads": args.threads, "ray_cpus": args.cpus,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, ray {ray.__version__}",
-        "load_average_before": load_before, "load_average_after": load_after,
-        "results": results, "byte_growth": growth,
+        "dataset": "ml-100k",
+        "n_users": interactions.n_users,
+        "n_items": interactions.n_items,
+        "n_train": int((interactions.table["split"] == "train").sum()),
+        "dim": config.model.dim,
+        "sharing_users": sharing,
+        "rounds_timed": args.rounds,
+        "driver_threads": args.threads,
+        "ray_cpus": args.cpus,
+        "machine": f"{machine_line(machine_facts('cpu'))}, ray {ray.__version__}",
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "results": results,
+        "byte_growth": growth,
         "framing": framing_overhead(interactions.n_items, config.model.dim, sharing // 2),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_json(args.out, report, indent=1)
     print(f"wrote {args.out}; load average {load_before} -> {load_after}")
 
 

@@ -7,10 +7,6 @@ export PYTHONPATH=$PWD FEDSHARE_DATA_DIR=${FEDSHARE_DATA_DIR:-$(cd .. && pwd)/sh
 # 1. accuracy vs sharing (ML-100K; ML-1M with --dataset ml-1m)
 $PY bench/accuracy.py --dataset ml-100k --seeds 0 1 2 --runs-of local:none fedshare:0 fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:mixed fedshare:uniform fedshare:all central:all \
     --runs bench/out/runs-p30 --json bench/results/accuracy_ml-100k.json --markdown bench/results/accuracy_ml-100k.md --plot docs/accuracy_vs_sharing_ml-100k.png
-$PY bench/accuracy.py --dataset ml-1m --seeds 0 --runs-of local:none fedshare:mixed --runs bench/out/runs-p30 \
-    --json bench/results/accuracy_ml-1m-p30.json --markdown bench/results/accuracy_ml-1m-p30.md
-$PY bench/accuracy.py --dataset ml-1m --seeds 0 1 --runs-of local:none fedshare:mixed --set eval.patience=10 \
-    --json bench/results/accuracy_ml-1m.json --markdown bench/results/accuracy_ml-1m.md
 $PY bench/accuracy.py --dataset ml-1m --seeds 0 1 2 --runs-of central:all \
     --json bench/results/accuracy_ml-1m-central.json --markdown bench/results/accuracy_ml-1m-central.md
 $PY bench/accuracy.py --dataset ml-1m --seeds 0 1 2 --runs-of local:none fedshare:0 fedshare:0.25 fedshare:0.5 fedshare:0.75 fedshare:mixed fedshare:uniform fedshare:all --runs bench/out/cpu-runs \
@@ -27,8 +23,6 @@ for spec in "0.05 all" "0.2 all" "0.1 partial"; do set -- $spec
       --methods contrastive none finetune retrain --set model.global_weight=one --set eval.patience=10 \
       --json bench/results/unlearning_ml-100k_$2$1.json --markdown bench/results/unlearning_ml-100k_$2$1.md
 done
-$PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-alpha 0 --methods contrastive none finetune retrain --set eval.patience=10 \
-    --json bench/results/unlearning_ml-1m.json --markdown bench/results/unlearning_ml-1m.md
 $PY bench/unlearning.py --dataset ml-1m --seeds 0 --fru-log-rounds 20 \
     --json bench/results/fru_log_ml-1m.json --markdown bench/results/fru_log_ml-1m.md
 $PY bench/unlearning.py --dataset ml-1m --seeds 0 1 2 --fru-alpha 0.1 --runs bench/out/fru-1m \
@@ -54,7 +48,7 @@ $PY bench/speed.py --datasets ml-100k ml-1m --rounds 5 --loop-rounds 1 --out ben
 cp bench/out/ml-1m-cpu-train/metrics.json bench/out/ml-1m-cpu-train/config.yaml bench/results/ml-1m-cpu-train/
 # 5. scaling
 $PY bench/scaling.py --users 10000 100000 1000000 1000000@4 --threads 1 --out bench/results/scaling_cpu.json --markdown bench/results/scaling_cpu.md
-# GPU tables (1b and 3c on ML-1M, 4b, 5b): only where torch sees a CUDA device; raw output to docs/gpu/
+# GPU tables (1b and 3c on ML-1M, 4b, 5b): only where torch sees a CUDA device; raw output to bench/results/gpu/
 if $PY -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
-  for phase in measure batch cap2000; do PYTHON=$PY bash bench/gpu.sh $phase docs/gpu; done
+  for phase in measure batch cap2000; do PYTHON=$PY bash bench/gpu.sh $phase bench/results/gpu; done
 fi

@@ -1,6 +1,6 @@
 """Scaling benchmark: seconds per federated round and peak memory against the number of users.
 
-For each size it generates a synthetic dataset (fedshare/synthetic.py: power-law user activity and
+For each size it generates a synthetic dataset (fedshare/data/synthetic.py: power-law user activity and
 item popularity, a few taste clusters, seeded) with a fixed mean number of interactions per user,
 prepares it with the default data settings (per-user 80/10/10 split), builds the sharing mask with
 the ``mixed`` policy (a third of the users share nothing, a third half, a third everything), builds
@@ -30,9 +30,7 @@ import gc
 import json
 import math
 import os
-import platform
 import resource
-import shlex
 import signal
 import subprocess
 import sys
@@ -42,65 +40,132 @@ import time
 import warnings
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: bench.common, fedshare
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    command_line,
+    cpu_seconds,
+    device_or_exit,
+    load_average,
+    log,
+    machine_facts,
+    markdown_table,
+    other_cpu_seconds,
+    peak_rss_mib,
+    process_cpu_seconds,
+    publish,
+    report_footer,
+    round_summary,
+    time_rounds,
+)
 from fedshare.config import Config, load_config  # noqa: E402
 from fedshare.data.interactions import prepare  # noqa: E402
 from fedshare.data.sharing import build_mask  # noqa: E402
 from fedshare.data.synthetic import default_n_items, generate  # noqa: E402
-from fedshare.federated.round import run_round  # noqa: E402
-from fedshare.federated.simulation import Model, build_model, pick_device  # noqa: E402
+from fedshare.federated.simulation import build_model, pick_device  # noqa: E402
 
 DEFAULT_USERS = ["10000", "100000", "1000000"]
 QUICK_USERS = ["500", "2000"]
-RESULTS = REPO_ROOT / "bench" / "results"
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Time one fedshare round (and one local round) and measure peak memory on synthetic "
-                    "datasets of growing size (fixed mean interactions per user).  Each size runs in a "
-                    "child process under a memory and a time limit; failures are reported, not fatal.",
+        "datasets of growing size (fixed mean interactions per user).  Each size runs in a "
+        "child process under a memory and a time limit; failures are reported, not fatal.",
         epilog="examples: python bench/scaling.py  |  python bench/scaling.py --device cuda  |  "
-               "python bench/scaling.py --users 10000 100000 1000000@5  |  python bench/scaling.py --quick")
-    parser.add_argument("--users", nargs="+", default=None, metavar="N[@MEAN]",
-                        help="sizes in users (default 10000 100000 1000000; 500 2000 with --quick); "
-                             "N@MEAN runs N users at another mean, reported but left out of the growth fit")
-    parser.add_argument("--mean", type=float, default=20.0,
-                        help="mean interactions per user of every size (default 20); each user has >= 3")
-    parser.add_argument("--items", type=int, default=None,
-                        help="catalogue size (default: max(1000, users // 20), growing with the users)")
+        "python bench/scaling.py --users 10000 100000 1000000@5  |  python bench/scaling.py --quick",
+    )
+    parser.add_argument(
+        "--users",
+        nargs="+",
+        default=None,
+        metavar="N[@MEAN]",
+        help="sizes in users (default 10000 100000 1000000; 500 2000 with --quick); "
+        "N@MEAN runs N users at another mean, reported but left out of the growth fit",
+    )
+    parser.add_argument(
+        "--mean",
+        type=float,
+        default=20.0,
+        help="mean interactions per user of every size (default 20); each user has >= 3",
+    )
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        help="catalogue size (default: max(1000, users // 20), growing with the users)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generator, split, mask and model (default 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (or cuda:N)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="timed fedshare rounds after 1 warm-up round (default 3, 1 with --quick)")
-    parser.add_argument("--local-rounds", type=int, default=1,
-                        help="timed local rounds after 1 warm-up round (default 1; 0 skips the local method)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads in each child (default: torch's choice, e.g. $OMP_NUM_THREADS)")
-    parser.add_argument("--memory-limit-gib", type=float, default=10.0,
-                        help="per-size limit in GiB (default 10; 0 = none).  On CPU it is the child's address-"
-                             "space limit (RLIMIT_AS: an allocation beyond it fails cleanly; torch's libraries "
-                             "alone take ~0.9 GiB of it).  With CUDA, whose driver reserves far more address "
-                             "space than it uses, the parent instead kills a child whose RSS passes the limit.")
-    parser.add_argument("--timeout", type=float, default=1200.0,
-                        help="wall-clock seconds per size before its child is killed (default 1200)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="params.yaml override for every size, e.g. --set model.dim=32 (repeatable)")
-    parser.add_argument("--quick", action="store_true",
-                        help="500 and 2,000 users, 1 round: a smoke test that finishes in seconds")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON results (default bench/results/scaling_<cpu|cuda>.json; none with --quick)")
-    parser.add_argument("--markdown", type=Path, default=None,
-                        help="Markdown table (default bench/results/scaling_<cpu|cuda>.md; none with --quick)")
-    parser.add_argument("--one-size", default=None, metavar="N[@MEAN]",
-                        help="internal: measure one size in this process and write it to --result-file")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="timed fedshare rounds after 1 warm-up round (default 3, 1 with --quick)",
+    )
+    parser.add_argument(
+        "--local-rounds",
+        type=int,
+        default=1,
+        help="timed local rounds after 1 warm-up round (default 1; 0 skips the local method)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads in each child (default: torch's choice, e.g. $OMP_NUM_THREADS)",
+    )
+    parser.add_argument(
+        "--memory-limit-gib",
+        type=float,
+        default=10.0,
+        help="per-size limit in GiB (default 10; 0 = none).  On CPU it is the child's address-"
+        "space limit (RLIMIT_AS: an allocation beyond it fails cleanly; torch's libraries "
+        "alone take ~0.9 GiB of it).  With CUDA, whose driver reserves far more address "
+        "space than it uses, the parent instead kills a child whose RSS passes the limit.",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1200.0,
+        help="wall-clock seconds per size before its child is killed (default 1200)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params.yaml override for every size, e.g. --set model.dim=32 (repeatable)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="500 and 2,000 users, 1 round: a smoke test that finishes in seconds"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results (default bench/results/scaling_<cpu|cuda>.json; none with --quick)",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="Markdown table (default bench/results/scaling_<cpu|cuda>.md; none with --quick)",
+    )
+    parser.add_argument(
+        "--one-size",
+        default=None,
+        metavar="N[@MEAN]",
+        help="internal: measure one size in this process and write it to --result-file",
+    )
     parser.add_argument("--result-file", type=Path, default=None, help="internal: where --one-size writes its JSON")
     args = parser.parse_args(argv)
     args.users = args.users or (QUICK_USERS if args.quick else DEFAULT_USERS)
@@ -125,16 +190,7 @@ def parse_size(spec: str, default_mean: float) -> tuple[int, float]:
     return n_users, mean_value
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # -- memory and load -------------------------------------------------------------------------------
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (ru_maxrss)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
 def proc_status_mib(field: str, pid: int | str = "self") -> float | None:
@@ -157,30 +213,6 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def load_average() -> list[float] | None:
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def cpu_seconds() -> tuple[float, float] | None:
-    """(CPU-seconds used by the whole machine, by this process) so far; None where /proc/stat is missing."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    machine = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    return machine, usage.ru_utime + usage.ru_stime
-
-
-def process_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def short_reason(reason: str) -> str:
     """A few words for the table; the JSON keeps the whole reason."""
     if "allocate" in reason or "MemoryError" in reason or "out of memory" in reason.lower():
@@ -192,34 +224,25 @@ def short_reason(reason: str) -> str:
 
 def other_cpus(before: tuple[float, float] | None, seconds: float) -> float | None:
     """Mean number of CPUs that other processes kept busy since ``before`` (0 = a quiet machine)."""
-    after = cpu_seconds()
-    if before is None or after is None or seconds <= 0:
+    other = other_cpu_seconds(before)
+    if other is None or seconds <= 0:
         return None
-    return round(max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / seconds, 2)
+    return round(other / seconds, 2)
 
 
 # -- one size (child process) ----------------------------------------------------------------------
 
+
 def size_config(args: argparse.Namespace, method: str) -> Config:
-    overrides = [f"run.method={method}", f"run.device={args.device}", "sharing.policy=mixed",
-                 f"run.seed={args.seed}", "tracking.enabled=false", *args.overrides]
-    return load_config(REPO_ROOT / "params.yaml", overrides)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_rounds(model: Model, generator: torch.Generator, rounds: int, device: torch.device) -> list[float]:
-    seconds = []
-    for _ in range(rounds):
-        synchronize(device)
-        start = time.perf_counter()
-        run_round(model, generator)
-        synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    overrides = [
+        f"run.method={method}",
+        f"run.device={args.device}",
+        "sharing.policy=mixed",
+        f"run.seed={args.seed}",
+        "tracking.enabled=false",
+        *args.overrides,
+    ]
+    return load_config(REPO / "params.yaml", overrides)
 
 
 class Stage:
@@ -270,10 +293,17 @@ def measure_size(spec: str, args: argparse.Namespace, result: dict) -> None:
         gc.collect()
     with Stage(result, path, "mask"):
         mask = build_mask(interactions, config.sharing, config.run.seed)
-    result.update(users=interactions.n_users, items=interactions.n_items, interactions=len(interactions.table),
-                  train_interactions=len(mask), shared_edges=int(mask["shared"].sum()))
-    log(f"[{result['label']}] {result['users']:,} users, {result['items']:,} items, "
-        f"{result['train_interactions']:,} train interactions, {result['shared_edges']:,} shared")
+    result.update(
+        users=interactions.n_users,
+        items=interactions.n_items,
+        interactions=len(interactions.table),
+        train_interactions=len(mask),
+        shared_edges=int(mask["shared"].sum()),
+    )
+    log(
+        f"[{result['label']}] {result['users']:,} users, {result['items']:,} items, "
+        f"{result['train_interactions']:,} train interactions, {result['shared_edges']:,} shared"
+    )
 
     with Stage(result, path, "build"):
         torch.manual_seed(config.run.seed)
@@ -291,8 +321,7 @@ def measure_size(spec: str, args: argparse.Namespace, result: dict) -> None:
         cpu_before = process_cpu_seconds()
         seconds = time_rounds(model, generator, args.rounds, device)
         cpu_per_round = (process_cpu_seconds() - cpu_before) / args.rounds
-    result["fedshare"] = {"seconds_per_round": float(np.mean(seconds)), "min_seconds": min(seconds),
-                          "round_seconds": seconds, "cpu_seconds_per_round": round(cpu_per_round, 3)}
+    result["fedshare"] = {**round_summary(seconds), "cpu_seconds_per_round": round(cpu_per_round, 3)}
     result["other_cpus_during_rounds"] = other_cpus(busy_before, time.perf_counter() - started)
     result["rss_mib"]["rounds_peak"] = proc_status_mib("VmHWM") if result["rss_peak_reset"] else None
     if device.type == "cuda":
@@ -311,7 +340,7 @@ def measure_size(spec: str, args: argparse.Namespace, result: dict) -> None:
             model, generator = build_model(local_config, interactions, mask, device)
             time_rounds(model, generator, 1, device)
             seconds = time_rounds(model, generator, args.local_rounds, device)
-        result["local"] = {"seconds_per_round": float(np.mean(seconds)), "round_seconds": seconds}
+        result["local"] = round_summary(seconds)
         if device.type == "cuda":
             result["cuda_mib"]["local_peak"] = torch.cuda.max_memory_allocated(device) / 2**20
         log(f"[{result['label']}] local: {result['local']['seconds_per_round']:.3f} s/round")
@@ -323,10 +352,16 @@ def measure_size(spec: str, args: argparse.Namespace, result: dict) -> None:
 
 def run_one_size(args: argparse.Namespace) -> int:
     n_users, mean = parse_size(args.one_size, args.mean)
-    result = {"label": f"{n_users:,} users" + ("" if mean == args.mean else f" @ mean {mean:g}"),
-              "users_requested": n_users, "mean_requested": mean, "in_fit": mean == args.mean,
-              "status": "running", "stage_seconds": {}, "rss_mib": {},
-              "load_average": {"start": load_average()}}
+    result = {
+        "label": f"{n_users:,} users" + ("" if mean == args.mean else f" @ mean {mean:g}"),
+        "users_requested": n_users,
+        "mean_requested": mean,
+        "in_fit": mean == args.mean,
+        "status": "running",
+        "stage_seconds": {},
+        "rss_mib": {},
+        "load_average": {"start": load_average()},
+    }
     failure = None
     try:
         measure_size(args.one_size, args, result)
@@ -350,10 +385,26 @@ def run_one_size(args: argparse.Namespace) -> int:
 
 # -- parent: one child per size --------------------------------------------------------------------
 
+
 def child_command(args: argparse.Namespace, spec: str, result_file: Path) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--one-size", spec, "--result-file", str(result_file),
-               "--mean", repr(args.mean), "--seed", str(args.seed), "--device", args.device,
-               "--rounds", str(args.rounds), "--local-rounds", str(args.local_rounds)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--one-size",
+        spec,
+        "--result-file",
+        str(result_file),
+        "--mean",
+        repr(args.mean),
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+        "--rounds",
+        str(args.rounds),
+        "--local-rounds",
+        str(args.local_rounds),
+    ]
     if args.items is not None:
         command += ["--items", str(args.items)]
     if args.threads:
@@ -376,8 +427,15 @@ def run_child(args: argparse.Namespace, spec: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result_file = Path(tmp) / "result.json"
         started, load_before = time.perf_counter(), load_average()
-        child = subprocess.Popen(child_command(args, spec, result_file), cwd=REPO_ROOT, stderr=subprocess.PIPE,
-                                 text=True, errors="replace", preexec_fn=limit_address_space, start_new_session=True)
+        child = subprocess.Popen(
+            child_command(args, spec, result_file),
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            preexec_fn=limit_address_space,
+            start_new_session=True,
+        )
         last_lines: list[str] = []
         relay = threading.Thread(target=relay_stderr, args=(child.stderr, last_lines), daemon=True)
         relay.start()
@@ -398,9 +456,16 @@ def run_child(args: argparse.Namespace, spec: str) -> dict:
         try:
             result = json.loads(result_file.read_text())
         except (OSError, ValueError):
-            result = {"label": f"{n_users:,} users", "users_requested": n_users, "mean_requested": mean,
-                      "in_fit": mean == args.mean, "stage": "start", "stage_seconds": {}, "rss_mib": {},
-                      "load_average": {}}
+            result = {
+                "label": f"{n_users:,} users",
+                "users_requested": n_users,
+                "mean_requested": mean,
+                "in_fit": mean == args.mean,
+                "stage": "start",
+                "stage_seconds": {},
+                "rss_mib": {},
+                "load_average": {},
+            }
     result["child_seconds"] = round(seconds, 1)
     result["load_average"]["parent_before"] = load_before
     result["load_average"]["parent_after"] = load_average()
@@ -410,10 +475,18 @@ def run_child(args: argparse.Namespace, spec: str) -> dict:
             result["reason"] = f"{killed} during {result.get('stage')}"
         elif "reason" not in result:
             code = child.returncode
-            why = (f"killed by signal {-code}" + (" (SIGKILL: likely the kernel's out-of-memory killer)"
-                                                  if -code == signal.SIGKILL else "")) if code < 0 else f"exit code {code}"
+            why = (
+                (
+                    f"killed by signal {-code}"
+                    + (" (SIGKILL: likely the kernel's out-of-memory killer)" if -code == signal.SIGKILL else "")
+                )
+                if code < 0
+                else f"exit code {code}"
+            )
             last = next((line for line in reversed(last_lines) if line.strip()), "")
-            result["reason"] = f"child {why} during {result.get('stage')}" + (f" ({last.strip()[:300]})" if last else "")
+            result["reason"] = f"child {why} during {result.get('stage')}" + (
+                f" ({last.strip()[:300]})" if last else ""
+            )
     return result
 
 
@@ -427,6 +500,7 @@ def relay_stderr(stream, last_lines: list[str]) -> None:
 
 
 # -- growth fit and reports ------------------------------------------------------------------------
+
 
 def power_fit(x: list[float], y: list[float]) -> tuple[float, float] | None:
     """(exponent b, factor a) of y = a * x**b by least squares in log-log; None with fewer than 2 points."""
@@ -473,39 +547,57 @@ def growth(results: list[dict], limit_gib: float) -> dict:
     edges = [r["train_interactions"] for r in series]
     out["us_per_train_interaction"] = [round(1e6 * t / e, 3) for t, e in zip(seconds(series), edges)]
     # What a round needs beyond what is resident after the model build (data, model, optimizer state).
-    out["round_extra_kib_per_train_interaction"] = [round((p - r["rss_mib"]["after_build"]) * 1024 / e, 2)
-                                                    for p, r, e in zip(peak(series), series, edges)]
-    powers = {"seconds_vs_interactions": power_fit(edges, seconds(series)),
-              "seconds_vs_users": power_fit([r["users"] for r in series], seconds(series)),
-              "rss_vs_interactions": power_fit(edges, peak(series)),
-              "rss_vs_users": power_fit([r["users"] for r in series], peak(series))}
-    out.update({name: ({"exponent": round(fit[0], 3), "factor": fit[1]} if fit else None)
-                for name, fit in powers.items()})
+    out["round_extra_kib_per_train_interaction"] = [
+        round((p - r["rss_mib"]["after_build"]) * 1024 / e, 2) for p, r, e in zip(peak(series), series, edges)
+    ]
+    powers = {
+        "seconds_vs_interactions": power_fit(edges, seconds(series)),
+        "seconds_vs_users": power_fit([r["users"] for r in series], seconds(series)),
+        "rss_vs_interactions": power_fit(edges, peak(series)),
+        "rss_vs_users": power_fit([r["users"] for r in series], peak(series)),
+    }
+    out.update(
+        {name: ({"exponent": round(fit[0], 3), "factor": fit[1]} if fit else None) for name, fit in powers.items()}
+    )
     time_fit, rss_fit = linear_fit(ok, seconds(ok)), linear_fit(ok, peak(ok))
     out["linear_seconds"], out["linear_rss_mib"] = time_fit, rss_fit
     parts = []
     if powers["seconds_vs_interactions"] is not None:
         n = len(series)
-        span = (f"{min(out['sizes_in_fit']):,}-{max(out['sizes_in_fit']):,} users at mean {series[0]['mean_requested']:g}, "
-                f"{n} sizes" + (", i.e. an exponent from two points" if n == 2 else ""))
-        parts.append(f"Power-law fit ({span}): seconds per fedshare round ~ (training interactions)^"
-                     f"{powers['seconds_vs_interactions'][0]:.2f}, peak RSS of the rounds ~ ^"
-                     f"{powers['rss_vs_interactions'][0]:.2f}.")
+        span = (
+            f"{min(out['sizes_in_fit']):,}-{max(out['sizes_in_fit']):,} users at mean {series[0]['mean_requested']:g}, "
+            f"{n} sizes" + (", i.e. an exponent from two points" if n == 2 else "")
+        )
+        parts.append(
+            f"Power-law fit ({span}): seconds per fedshare round ~ (training interactions)^"
+            f"{powers['seconds_vs_interactions'][0]:.2f}, peak RSS of the rounds ~ ^"
+            f"{powers['rss_vs_interactions'][0]:.2f}."
+        )
     else:
-        parts.append(f"Only one size of the main series finished: {out['us_per_train_interaction'][0]} µs per training "
-                     "interaction per round; no exponent from one point." if series else
-                     "No size of the main series finished.")
+        parts.append(
+            f"Only one size of the main series finished: {out['us_per_train_interaction'][0]} µs per training "
+            "interaction per round; no exponent from one point."
+            if series
+            else "No size of the main series finished."
+        )
     if time_fit and rss_fit:
-        users_part = lambda fit, scale, unit: (f" + {fit['per_user'] * scale:.2f} {unit} per user"  # noqa: E731
-                                               if "per_user" in fit else "")
-        parts.append(f"Linear cost model over the {len(ok)} finished sizes: a round takes "
-                     f"{time_fit['fixed']:.2f} s + {time_fit['per_interaction'] * 1e6:.2f} µs per training interaction"
-                     f"{users_part(time_fit, 1e6, 'µs')}, and its peak RSS is {rss_fit['fixed']:.0f} MiB + "
-                     f"{rss_fit['per_interaction'] * 1024:.2f} KiB per training interaction"
-                     f"{users_part(rss_fit, 1024, 'KiB')}: exponents below 1 come from the fixed part (Python and "
-                     "torch, per-round overheads); beyond it the cost grows linearly with the interactions"
-                     + (" (as many sizes as coefficients: an exact fit, as noisy as the timings)."
-                        if len(ok) == len(time_fit) else "."))
+
+        def users_part(fit: dict, scale: float, unit: str) -> str:
+            return f" + {fit['per_user'] * scale:.2f} {unit} per user" if "per_user" in fit else ""
+
+        parts.append(
+            f"Linear cost model over the {len(ok)} finished sizes: a round takes "
+            f"{time_fit['fixed']:.2f} s + {time_fit['per_interaction'] * 1e6:.2f} µs per training interaction"
+            f"{users_part(time_fit, 1e6, 'µs')}, and its peak RSS is {rss_fit['fixed']:.0f} MiB + "
+            f"{rss_fit['per_interaction'] * 1024:.2f} KiB per training interaction"
+            f"{users_part(rss_fit, 1024, 'KiB')}: exponents below 1 come from the fixed part (Python and "
+            "torch, per-round overheads); beyond it the cost grows linearly with the interactions"
+            + (
+                " (as many sizes as coefficients: an exact fit, as noisy as the timings)."
+                if len(ok) == len(time_fit)
+                else "."
+            )
+        )
     train_share = np.mean([r["train_interactions"] / (r["users"] * r["mean_requested"]) for r in ok])
     for r in results:
         if r["status"] == "ok" or not (time_fit and rss_fit):
@@ -513,51 +605,45 @@ def growth(results: list[dict], limit_gib: float) -> dict:
         n_users = r.get("users", r["users_requested"])
         n_edges = r.get("train_interactions", n_users * r["mean_requested"] * train_share)
         seconds_at, rss_at = predict(time_fit, n_edges, n_users), predict(rss_fit, n_edges, n_users) / 1024
-        r["extrapolated"] = {"seconds_per_round": round(seconds_at, 1), "rounds_peak_rss_gib": round(rss_at, 1),
-                             "train_interactions": int(n_edges)}
-        parts.append(f"{n_users:,} users at mean {r['mean_requested']:g} ({int(n_edges):,} training interactions) "
-                     f"failed ({short_reason(r['reason'])}, during {r.get('stage')}); the linear model predicts about "
-                     f"{seconds_at:.0f} s/round and {rss_at:.0f} GiB of peak RSS, against the {limit_gib:g} GiB limit.")
+        r["extrapolated"] = {
+            "seconds_per_round": round(seconds_at, 1),
+            "rounds_peak_rss_gib": round(rss_at, 1),
+            "train_interactions": int(n_edges),
+        }
+        parts.append(
+            f"{n_users:,} users at mean {r['mean_requested']:g} ({int(n_edges):,} training interactions) "
+            f"failed ({short_reason(r['reason'])}, during {r.get('stage')}); the linear model predicts about "
+            f"{seconds_at:.0f} s/round and {rss_at:.0f} GiB of peak RSS, against the {limit_gib:g} GiB limit."
+        )
     out["line"] = " ".join(parts)
     return out
 
 
-def machine_facts(device: str) -> dict:
-    try:
-        meminfo = Path("/proc/meminfo").read_text().splitlines()
-        total = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1]) / 2**20
-    except (OSError, StopIteration, ValueError):
-        total = None
-    facts = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-             "python": platform.python_version(), "cpu_count": os.cpu_count(), "memory_gib": total and round(total, 1),
-             "torch": torch.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
-             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "device": device, "git": git_revision()}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        facts["device_name"] = torch.cuda.get_device_name(torch.device(device))
-    else:
-        facts["device_name"] = facts["processor"]
-    return facts
-
-
-def git_revision() -> str | None:
-    try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
-
-
-COLUMNS = ("users", "mean/user", "items", "train interactions", "shared edges", "data + build s",
-           "fedshare s/round (min)", "fedshare CPU s/round", "local s/round", "µs per train interaction", "RSS before rounds MiB (now / peak)",
-           "RSS peak in rounds MiB", "peak RSS MiB", "peak CUDA MiB", "load avg 1 min (start → end of rounds)", "status")
+COLUMNS = (
+    "users",
+    "mean/user",
+    "items",
+    "train interactions",
+    "shared edges",
+    "data + build s",
+    "fedshare s/round (min)",
+    "fedshare CPU s/round",
+    "local s/round",
+    "µs per train interaction",
+    "RSS before rounds MiB (now / peak)",
+    "RSS peak in rounds MiB",
+    "peak RSS MiB",
+    "peak CUDA MiB",
+    "load avg 1 min (start → end of rounds)",
+    "status",
+)
 
 
 def fmt(value, spec: str = ",.0f", missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
-def table_row(r: dict, cuda: bool) -> str:
+def table_row(r: dict, cuda: bool) -> list[str]:
     rss, synthetic = r.get("rss_mib", {}), r.get("synthetic", {})
     prep = sum(r.get("stage_seconds", {}).get(s, 0.0) for s in ("generate", "prepare", "mask", "build"))
     fed, local = r.get("fedshare"), r.get("local")
@@ -569,73 +655,82 @@ def table_row(r: dict, cuda: bool) -> str:
     status = "ok" if r["status"] == "ok" else f"**failed**: {short_reason(r['reason'])} (during {r.get('stage')})"
     if not r.get("in_fit", True):
         status += " (off the main mean: not in the fit)"
-    cells = [f"{users:,}", fmt(synthetic.get("actual_mean", r["mean_requested"]), ".1f"), fmt(r.get("items")),
-             fmt(r.get("train_interactions")), fmt(r.get("shared_edges")), fmt(prep or None, ".1f"),
-             f"{fmt(fed and fed['seconds_per_round'], '.3f')}" + (f" ({fed['min_seconds']:.3f})" if fed else ""),
-             fmt(fed and fed.get("cpu_seconds_per_round"), ".2f"),
-             fmt(local and local["seconds_per_round"], ".3f"),
-             fmt(per_edge, ".2f"),
-             f"{fmt(rss.get('after_build'))} / {fmt(rss.get('peak_before_rounds'))}",
-             fmt(rss.get("rounds_peak")), fmt(rss.get("peak")),
-             fmt(r.get("cuda_mib", {}).get("peak")) if cuda else "not measured yet (CPU run)",
-             f"{fmt(start, '.2f')} → {fmt(end, '.2f')}"
-             + (f" (others: {r['other_cpus_during_rounds']:.2f} CPUs)" if r.get("other_cpus_during_rounds") is not None
-                else ""), status]
-    return "| " + " | ".join(cells) + " |"
+    return [
+        f"{users:,}",
+        fmt(synthetic.get("actual_mean", r["mean_requested"]), ".1f"),
+        fmt(r.get("items")),
+        fmt(r.get("train_interactions")),
+        fmt(r.get("shared_edges")),
+        fmt(prep or None, ".1f"),
+        f"{fmt(fed and fed['seconds_per_round'], '.3f')}" + (f" ({fed['min_seconds']:.3f})" if fed else ""),
+        fmt(fed and fed.get("cpu_seconds_per_round"), ".2f"),
+        fmt(local and local["seconds_per_round"], ".3f"),
+        fmt(per_edge, ".2f"),
+        f"{fmt(rss.get('after_build'))} / {fmt(rss.get('peak_before_rounds'))}",
+        fmt(rss.get("rounds_peak")),
+        fmt(rss.get("peak")),
+        fmt(r.get("cuda_mib", {}).get("peak")) if cuda else "not measured yet (CPU run)",
+        f"{fmt(start, '.2f')} → {fmt(end, '.2f')}"
+        + (
+            f" (others: {r['other_cpus_during_rounds']:.2f} CPUs)"
+            if r.get("other_cpus_during_rounds") is not None
+            else ""
+        ),
+        status,
+    ]
 
 
 def markdown_report(report: dict) -> str:
     cuda = report["machine"]["device"].startswith("cuda")
-    s = report["settings"]
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += [table_row(r, cuda) for r in report["results"]]
-    lines += ["", f"**How cost grows:** {report['growth']['line']}", "",
-              f"Synthetic data (fedshare/synthetic.py, seed {s['seed']}): power-law user activity (Lomax tail "
-              f"index 2, at least 3 per user) at a mean of {s['mean']:g} interactions per user, Zipf item "
-              f"popularity (exponent 1), 16 taste clusters; catalogue {s['items']}.  Default data split "
-              "(80/10/10 per user), sharing policy mixed, method fedshare, every other setting from params.yaml"
-              + (f" with {', '.join(s['overrides'])}" if s["overrides"] else "") + ".",
-              f"Seconds are the mean of {s['rounds']} timed rounds after 1 warm-up round ({s['local_rounds']} local "
-              "round(s) after 1 warm-up); 'data + build s' = generate + prepare + mask + model build.  "
-              "µs per train interaction = fedshare s/round / train interactions; CPU s/round = user + system time of "
-              "the process per round (less sensitive to other jobs than wall time, though waiting threads spin).  "
-              "Failed sizes: the whole reason is in the JSON.",
-              "Memory: each size ran in its own child process"
-              + (f" under a {s['memory_limit_gib']:g} GiB "
-                 + ("address-space limit (RLIMIT_AS)" if not cuda else "host-RSS limit") if s["memory_limit_gib"] else "")
-              + f" and a {s['timeout']:g} s time limit.  'now' = resident after the model build, 'peak' = ru_maxrss up "
-              "to then (the data preparation); 'RSS peak in rounds' = VmHWM reset just before the warm-up round "
-              "(training alone); 'peak RSS' = ru_maxrss of the whole child.",
-              "GPU: " + ("torch.cuda.max_memory_allocated over the fedshare and local rounds." if cuda else
-                         "not measured yet; run `python bench/scaling.py --device cuda` on a GPU machine "
-                         "(writes bench/results/scaling_cuda.json/.md)."),
-              f"Load average (1 min) {fmt(report['load_average']['before'][0] if report['load_average']['before'] else None, '.2f')}"
-              f" before and {fmt(report['load_average']['after'][0] if report['load_average']['after'] else None, '.2f')}"
-              f" after the run on {report['machine']['cpu_count']} CPUs (other engineers' jobs share this machine: "
-              "per size, the table gives it at the start and end of its rounds, and how many CPUs other processes "
-              "kept busy during the timed rounds; above the CPU count, timings are inflated).",
-              "", f"Machine: {report['machine']['device_name']} ({report['machine']['device']}), "
-                  f"{report['machine']['cpu_count']} CPUs, {report['machine']['memory_gib']} GiB RAM, torch "
-                  f"{report['machine']['torch']} ({report['machine']['torch_threads']} threads, OMP_NUM_THREADS="
-                  f"{report['machine']['omp_num_threads']}), {report['machine']['platform']}, git "
-                  f"{report['machine']['git']}.",
-              "", f"Command: `{report['command']}`"]
+    s, load = report["settings"], report["load_average"]
+    first = lambda values: values[0] if values else None  # noqa: E731
+    lines = markdown_table(COLUMNS, [table_row(r, cuda) for r in report["results"]])
+    lines += [
+        "",
+        f"**How cost grows:** {report['growth']['line']}",
+        "",
+        f"Synthetic data (fedshare/data/synthetic.py, seed {s['seed']}): power-law user activity (Lomax tail "
+        f"index 2, at least 3 per user) at a mean of {s['mean']:g} interactions per user, Zipf item "
+        f"popularity (exponent 1), 16 taste clusters; catalogue {s['items']}.  Default data split "
+        "(80/10/10 per user), sharing policy mixed, method fedshare, every other setting from params.yaml"
+        + (f" with {', '.join(s['overrides'])}" if s["overrides"] else "")
+        + ".",
+        f"Seconds are the mean of {s['rounds']} timed rounds after 1 warm-up round ({s['local_rounds']} local "
+        "round(s) after 1 warm-up); 'data + build s' = generate + prepare + mask + model build.  "
+        "µs per train interaction = fedshare s/round / train interactions; CPU s/round = user + system time of "
+        "the process per round (less sensitive to other jobs than wall time, though waiting threads spin).  "
+        "Failed sizes: the whole reason is in the JSON.",
+        "Memory: each size ran in its own child process"
+        + (
+            f" under a {s['memory_limit_gib']:g} GiB "
+            + ("address-space limit (RLIMIT_AS)" if not cuda else "host-RSS limit")
+            if s["memory_limit_gib"]
+            else ""
+        )
+        + f" and a {s['timeout']:g} s time limit.  'now' = resident after the model build, 'peak' = ru_maxrss up "
+        "to then (the data preparation); 'RSS peak in rounds' = VmHWM reset just before the warm-up round "
+        "(training alone); 'peak RSS' = ru_maxrss of the whole child.",
+        "GPU: "
+        + (
+            "torch.cuda.max_memory_allocated over the fedshare and local rounds."
+            if cuda
+            else "not measured yet; run `python bench/scaling.py --device cuda` on a GPU machine "
+            "(writes bench/results/scaling_cuda.json/.md)."
+        ),
+        f"Load average (1 min) {fmt(first(load['before']), '.2f')} before and {fmt(first(load['after']), '.2f')}"
+        f" after the run on {report['machine']['cpu_count']} CPUs (other jobs may share the machine: "
+        "per size, the table gives it at the start and end of its rounds, and how many CPUs other processes "
+        "kept busy during the timed rounds; above the CPU count, timings are inflated).",
+        *report_footer(report["machine"], report["command"]),
+    ]
     return "\n".join(lines) + "\n"
-
-
-def write_file(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def main() -> int:
     args = parse_args()
     if args.one_size is not None:
         return run_one_size(args)
-    try:
-        pick_device(args.device)
-    except ValueError as err:
-        sys.exit(f"error: {err}")
+    device_or_exit(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before, started = load_average(), time.perf_counter()
@@ -643,24 +738,35 @@ def main() -> int:
     for spec in args.users:
         log(f"== {spec} users (mean {parse_size(spec, args.mean)[1]:g}), load average {load_average()}")
         results.append(run_child(args, spec))
-    items_rule = (f"{args.items:,} items" if args.items is not None else
-                  f"max(1000, users // 20) items (e.g. {default_n_items(1_000_000):,} for 1M users)")
-    report = {"command": shlex.join(["python", *sys.argv]), "machine": machine_facts(args.device),
-              "settings": {"mean": args.mean, "items": items_rule, "seed": args.seed, "rounds": args.rounds,
-                           "local_rounds": args.local_rounds, "memory_limit_gib": args.memory_limit_gib,
-                           "timeout": args.timeout, "overrides": args.overrides, "method": "fedshare",
-                           "sharing_policy": "mixed"},
-              "load_average": {"before": load_before, "after": load_average()},
-              "wall_seconds": round(time.perf_counter() - started, 1), "results": results}
+    items_rule = (
+        f"{args.items:,} items"
+        if args.items is not None
+        else f"max(1000, users // 20) items (e.g. {default_n_items(1_000_000):,} for 1M users)"
+    )
+    report = {
+        "command": command_line(__file__),
+        "machine": machine_facts(args.device),
+        "settings": {
+            "mean": args.mean,
+            "items": items_rule,
+            "seed": args.seed,
+            "rounds": args.rounds,
+            "local_rounds": args.local_rounds,
+            "memory_limit_gib": args.memory_limit_gib,
+            "timeout": args.timeout,
+            "overrides": args.overrides,
+            "method": "fedshare",
+            "sharing_policy": "mixed",
+        },
+        "load_average": {"before": load_before, "after": load_average()},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "results": results,
+    }
     report["growth"] = growth(results, args.memory_limit_gib)
     if not args.device.startswith("cuda"):
         report["gpu"] = "not measured yet"
     markdown = markdown_report(report)
-    print(markdown)
-    if args.out:
-        write_file(args.out, json.dumps(report, indent=2) + "\n")
-    if args.markdown:
-        write_file(args.markdown, markdown)
+    publish(markdown, report, args.out, args.markdown)
     return 0
 
 

@@ -18,22 +18,67 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: bench.common, fedshare
 
-from bench.common import mean_std  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    REPO,
+    command_line,
+    machine_facts,
+    machine_line,
+    markdown_table,
+    mean_std,
+    publish,
+    pyplot,
+    save_figure,
+    temporary_csv,
+    train_or_reuse,
+)
 from fedshare.config import load_config  # noqa: E402
 from fedshare.stages import train_stage, unshare_stage  # noqa: E402
 
 METHODS = ("contrastive", "finetune", "none", "retrain", "fru")  # fru last: its log is deleted after it
-KEYS = ("recall@20", "ndcg@20", "requesting/recall@20", "others/recall@20", "mia_auc", "unshared_mean_rank",
-        "seconds", "storage_bytes")
+METHOD_COLUMNS = (
+    "method",
+    "Recall@20",
+    "ratio to retrain",
+    "NDCG@20",
+    "Recall@20 requesting users",
+    "MIA AUC",
+    "MIA − retrain's",
+    "unshared items' mean rank",
+    "seconds",
+    "time ratio to retrain",
+    "bytes stored",
+    "bytes ratio to fru",
+)
+EVENT_COLUMNS = (
+    "event",
+    "users",
+    "interactions",
+    "Recall@20",
+    "MIA AUC",
+    "unshared items' mean rank",
+    "seconds",
+    "bytes stored",
+)
+KEYS = (
+    "recall@20",
+    "ndcg@20",
+    "requesting/recall@20",
+    "others/recall@20",
+    "mia_auc",
+    "unshared_mean_rank",
+    "seconds",
+    "storage_bytes",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,18 +89,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fraction", type=float, default=0.1, help="share of sharing users who unshare (default 0.1)")
     parser.add_argument("--scope", choices=("all", "partial"), default="all")
     parser.add_argument("--fru-alpha", type=float, default=0.5, help="FRU: top share of rows logged (0: no fru)")
-    parser.add_argument("--sequential", type=int, default=0, metavar="K",
-                        help="instead: K contrastive events one after another, each --event-fraction of sharing users")
+    parser.add_argument(
+        "--sequential",
+        type=int,
+        default=0,
+        metavar="K",
+        help="instead: K contrastive events one after another, each --event-fraction of sharing users",
+    )
     parser.add_argument("--event-fraction", type=float, default=0.02)
-    parser.add_argument("--retrain-last", action="store_true",
-                        help="sequential: also retrain from scratch without every event's data (the reference for "
-                             "the last event's utility; one full training per seed)")
-    parser.add_argument("--fru-log-rounds", type=int, default=0, metavar="R",
-                        help="instead: train R rounds with the FRU log on and report the bytes it wrote per round "
-                             "(for datasets whose whole log does not fit on disk); the log is deleted afterwards")
+    parser.add_argument(
+        "--retrain-last",
+        action="store_true",
+        help="sequential: also retrain from scratch without every event's data (the reference for "
+        "the last event's utility; one full training per seed)",
+    )
+    parser.add_argument(
+        "--fru-log-rounds",
+        type=int,
+        default=0,
+        metavar="R",
+        help="instead: train R rounds with the FRU log on and report the bytes it wrote per round "
+        "(for datasets whose whole log does not fit on disk); the log is deleted afterwards",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--runs", help="where run directories go (default bench/out/unlearning; --quick: a temporary folder)")
+    parser.add_argument(
+        "--runs", help="where run directories go (default bench/out/unlearning; --quick: a temporary folder)"
+    )
     parser.add_argument("--json", help="write all results here")
     parser.add_argument("--markdown", help="write the table here")
     parser.add_argument("--plot", help="sequential: write a PNG of utility, MIA and storage per event")
@@ -64,30 +124,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def quick_dataset() -> str:
-    """A small generated dataset for --quick (the same generator the tests use)."""
-    import numpy as np
-    import pandas as pd
-
+    """A small generated dataset for --quick (the same generator the tests use): 60 users in two taste groups."""
     rng = np.random.default_rng(0)
-    rows = [(1000 + u, 5000 + int(i), 5, 880000000 + k) for u in range(60)
-            for k, i in enumerate(rng.choice(np.arange(40) + (u % 2) * 40, size=14, replace=False))]
-    path = Path(tempfile.mkdtemp(prefix="fedshare-bench-")) / "quick.csv"
-    pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"]).to_csv(path, index=False)
-    return str(path)
+    rows = [
+        (1000 + u, 5000 + int(i), 5, 880000000 + k)
+        for u in range(60)
+        for k, i in enumerate(rng.choice(np.arange(40) + (u % 2) * 40, size=14, replace=False))
+    ]
+    return temporary_csv(
+        pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"]), prefix="fedshare-bench-"
+    )
 
 
 def base_overrides(args: argparse.Namespace, seed: int) -> list[str]:
-    quick = ["federated.rounds=6", "eval.every=2", "model.dim=8", "unlearning.rounds=2",
-             "unlearning.snapshot_rounds=[0, 2]"] if args.quick else []
-    return ["tracking.enabled=false", f"data.dataset={args.dataset}", "run.method=fedshare", "sharing.policy=mixed",
-            f"run.seed={seed}", f"run.device={args.device}", f"unlearning.fru_alpha={args.fru_alpha}",
-            *quick, *args.overrides]
+    quick = (
+        [
+            "federated.rounds=6",
+            "eval.every=2",
+            "model.dim=8",
+            "unlearning.rounds=2",
+            "unlearning.snapshot_rounds=[0, 2]",
+        ]
+        if args.quick
+        else []
+    )
+    return [
+        "tracking.enabled=false",
+        f"data.dataset={args.dataset}",
+        "run.method=fedshare",
+        "sharing.policy=mixed",
+        f"run.seed={seed}",
+        f"run.device={args.device}",
+        f"unlearning.fru_alpha={args.fru_alpha}",
+        *quick,
+        *args.overrides,
+    ]
 
 
 def trained(args: argparse.Namespace, seed: int) -> Path:
     run = Path(args.runs) / f"{Path(args.dataset).stem}-mixed-seed{seed}"
-    if not (run / "metrics.json").exists():
-        train_stage(load_config(None, base_overrides(args, seed)), run, progress=False)
+    train_or_reuse(run, base_overrides(args, seed))
     return run
 
 
@@ -98,6 +174,17 @@ def one_event(run: Path, out: Path, method: str, fraction: float, scope: str, se
     return unshare_stage(run, out, method, fraction=fraction, scope=scope, seed=seed, track=False)
 
 
+def event_row(metrics: dict, **fields) -> dict:
+    """One unsharing event's row of a table: the KEYS, the request's size and ``fields`` (method, seed, ...)."""
+    return {
+        **{k: metrics.get(k) for k in KEYS},
+        **fields,
+        "requests": metrics["requests"],
+        "users": metrics["requesting_users"],
+        "unshared_interactions": metrics["unshared_interactions"],
+    }
+
+
 def table_of_methods(args: argparse.Namespace) -> tuple[list[dict], str]:
     results = []
     for seed in args.seeds:
@@ -105,13 +192,20 @@ def table_of_methods(args: argparse.Namespace) -> tuple[list[dict], str]:
         for method in args.methods:
             if method == "fru" and args.fru_alpha <= 0:
                 continue
-            metrics = one_event(run, run.parent / f"{run.name}-{args.scope}{args.fraction}-{method}", method,
-                                args.fraction, args.scope, seed)
-            results.append({**{k: metrics.get(k) for k in KEYS}, "method": method, "seed": seed,
-                            "requests": metrics["requests"], "users": metrics["requesting_users"],
-                            "unshared_interactions": metrics["unshared_interactions"]})
-            print(f"seed {seed} {method}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
-                  f"{metrics['seconds']:.1f}s {metrics['storage_bytes']} bytes", flush=True)
+            metrics = one_event(
+                run,
+                run.parent / f"{run.name}-{args.scope}{args.fraction}-{method}",
+                method,
+                args.fraction,
+                args.scope,
+                seed,
+            )
+            results.append(event_row(metrics, method=method, seed=seed))
+            print(
+                f"seed {seed} {method}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
+                f"{metrics['seconds']:.1f}s {metrics['storage_bytes']} bytes",
+                flush=True,
+            )
         shutil.rmtree(run / "fru_log", ignore_errors=True)  # several GB on ML-100K
     return results, render_methods(results, args)
 
@@ -124,16 +218,37 @@ def fru_log_size(args: argparse.Namespace) -> tuple[list[dict], str]:
         rounds = args.fru_log_rounds
         overrides = [*base_overrides(args, seed), f"federated.rounds={rounds}", f"eval.every={rounds}"]
         metrics = train_stage(load_config(None, overrides), run, progress=False)
-        per_round = {kind: [f.stat().st_size for f in (run / "fru_log").glob(f"{kind}-0*.pt")] for kind in ("clients", "server")}
-        results.append({"seed": seed, "rounds_logged": metrics["best_round"], "fru_log_bytes": metrics["fru_log_bytes"],
-                        **{f"{kind}_bytes_per_round": sum(sizes) / max(len(sizes), 1) for kind, sizes in per_round.items()},
-                        "seconds": metrics["seconds"]})
+        per_round = {
+            kind: [f.stat().st_size for f in (run / "fru_log").glob(f"{kind}-0*.pt")] for kind in ("clients", "server")
+        }
+        results.append(
+            {
+                "seed": seed,
+                "rounds_logged": metrics["best_round"],
+                "fru_log_bytes": metrics["fru_log_bytes"],
+                **{f"{kind}_bytes_per_round": sum(sizes) / max(len(sizes), 1) for kind, sizes in per_round.items()},
+                "seconds": metrics["seconds"],
+            }
+        )
         shutil.rmtree(run / "fru_log", ignore_errors=True)
-    lines = ["| seed | rounds logged | log bytes | client updates per round | server gradients per round |", "|---|---|---|---|---|"]
-    lines += [f"| {r['seed']} | {r['rounds_logged']} | {r['fru_log_bytes']:,} | {r['clients_bytes_per_round']:,.0f} | "
-              f"{r['server_bytes_per_round']:,.0f} |" for r in results]
-    header = [f"Dataset {args.dataset}, sharing mixed; FRU logs the top {args.fru_alpha:.0%} of each client's updated "
-              f"rows per round; bytes on disk after {args.fru_log_rounds} rounds (a lower bound on a full run's log).", ""]
+    lines = markdown_table(
+        ("seed", "rounds logged", "log bytes", "client updates per round", "server gradients per round"),
+        [
+            (
+                r["seed"],
+                r["rounds_logged"],
+                f"{r['fru_log_bytes']:,}",
+                f"{r['clients_bytes_per_round']:,.0f}",
+                f"{r['server_bytes_per_round']:,.0f}",
+            )
+            for r in results
+        ],
+    )
+    header = [
+        f"Dataset {args.dataset}, sharing mixed; FRU logs the top {args.fru_alpha:.0%} of each client's updated "
+        f"rows per round; bytes on disk after {args.fru_log_rounds} rounds (a lower bound on a full run's log).",
+        "",
+    ]
     return results, "\n".join(header + lines) + "\n"
 
 
@@ -142,27 +257,47 @@ def render_methods(results: list[dict], args: argparse.Namespace) -> str:
     for row in results:
         by_method.setdefault(row["method"], []).append(row)
     mean = {m: {k: mean_std([r[k] for r in rows if r[k] is not None]) for k in KEYS} for m, rows in by_method.items()}
-    lines = ["| method | Recall@20 | ratio to retrain | NDCG@20 | Recall@20 requesting users | MIA AUC | MIA − retrain's | "
-             "unshared items' mean rank | seconds | time ratio to retrain | bytes stored | bytes ratio to fru |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     retrain, fru = mean.get("retrain"), mean.get("fru")
     for method, stats in mean.items():
+
         def cell(key, digits=4):
             m, s = stats[key]
             return f"{m:.{digits}f} ± {s:.{digits}f}"
+
         ratio = f"{stats['recall@20'][0] / retrain['recall@20'][0]:.3f}" if retrain else "–"
         mia_gap = f"{stats['mia_auc'][0] - retrain['mia_auc'][0]:+.3f}" if retrain else "–"
         time_ratio = f"{stats['seconds'][0] / retrain['seconds'][0]:.3f}" if retrain else "–"
-        bytes_ratio = f"{stats['storage_bytes'][0] / fru['storage_bytes'][0]:.5f}" if fru and fru["storage_bytes"][0] else "–"
-        lines.append(f"| {method} | {cell('recall@20')} | {ratio} | {cell('ndcg@20')} | {cell('requesting/recall@20')} | "
-                     f"{cell('mia_auc', 3)} | {mia_gap} | {stats['unshared_mean_rank'][0]:.0f} | {cell('seconds', 1)} | "
-                     f"{time_ratio} | {stats['storage_bytes'][0]:,.0f} | {bytes_ratio} |")
+        bytes_ratio = (
+            f"{stats['storage_bytes'][0] / fru['storage_bytes'][0]:.5f}" if fru and fru["storage_bytes"][0] else "–"
+        )
+        rows.append(
+            [
+                method,
+                cell("recall@20"),
+                ratio,
+                cell("ndcg@20"),
+                cell("requesting/recall@20"),
+                cell("mia_auc", 3),
+                mia_gap,
+                f"{stats['unshared_mean_rank'][0]:.0f}",
+                cell("seconds", 1),
+                time_ratio,
+                f"{stats['storage_bytes'][0]:,.0f}",
+                bytes_ratio,
+            ]
+        )
+    lines = markdown_table(METHOD_COLUMNS, rows)
     requests = sorted({(r["seed"], r["users"], r["unshared_interactions"]) for r in results})
-    header = [f"Dataset {args.dataset}, sharing mixed, {args.fraction:.0%} of the sharing users unshare "
-              f"{'everything they shared' if args.scope == 'all' else 'half of what they shared'}; seeds {args.seeds}; "
-              f"mean ± sample std over seeds. Requests per seed (seed, users, interactions): {requests}.",
-              f"FRU logs the top {args.fru_alpha:.0%} of each client's updated rows per round." if args.fru_alpha > 0
-              else "FRU not run here (--fru-alpha 0).", ""]
+    header = [
+        f"Dataset {args.dataset}, sharing mixed, {args.fraction:.0%} of the sharing users unshare "
+        f"{'everything they shared' if args.scope == 'all' else 'half of what they shared'}; seeds {args.seeds}; "
+        f"mean ± sample std over seeds. Requests per seed (seed, users, interactions): {requests}.",
+        f"FRU logs the top {args.fru_alpha:.0%} of each client's updated rows per round."
+        if args.fru_alpha > 0
+        else "FRU not run here (--fru-alpha 0).",
+        "",
+    ]
     return "\n".join(header + lines) + "\n"
 
 
@@ -172,25 +307,34 @@ def sequential(args: argparse.Namespace) -> tuple[list[dict], str]:
     for seed in args.seeds:
         current = trained(args, seed)
         before = json.loads((current / "metrics.json").read_text())
-        results.append({"event": 0, "seed": seed, "method": "trained", "recall@20": before["recall@20"],
-                        "ndcg@20": before["ndcg@20"]})
+        results.append(
+            {
+                "event": 0,
+                "seed": seed,
+                "method": "trained",
+                "recall@20": before["recall@20"],
+                "ndcg@20": before["ndcg@20"],
+            }
+        )
         for event in range(1, args.sequential + 1):
             out = current.parent / f"{Path(args.dataset).stem}-mixed-seed{seed}-seq{event}"
             metrics = one_event(current, out, "contrastive", args.event_fraction, args.scope, seed + event)
-            results.append({**{k: metrics.get(k) for k in KEYS}, "event": event, "seed": seed, "method": "contrastive",
-                            "requests": metrics["requests"], "users": metrics["requesting_users"],
-                            "unshared_interactions": metrics["unshared_interactions"]})
-            print(f"seed {seed} event {event}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
-                  f"{metrics['storage_bytes']} bytes", flush=True)
+            results.append(event_row(metrics, event=event, seed=seed, method="contrastive"))
+            print(
+                f"seed {seed} event {event}: recall@20 {metrics['recall@20']:.4f} MIA {metrics['mia_auc']:.3f} "
+                f"{metrics['storage_bytes']} bytes",
+                flush=True,
+            )
             previous, current = current, out
         if args.retrain_last:  # the last event's requests again, from the same state, answered by retraining
             out = current.parent / f"{current.name}-retrain"
             metrics = one_event(previous, out, "retrain", args.event_fraction, args.scope, seed + args.sequential)
-            results.append({**{k: metrics.get(k) for k in KEYS}, "event": args.sequential, "seed": seed,
-                            "method": "retrain", "requests": metrics["requests"], "users": metrics["requesting_users"],
-                            "unshared_interactions": metrics["unshared_interactions"]})
-            print(f"seed {seed} retrain without all {args.sequential} events: recall@20 {metrics['recall@20']:.4f} "
-                  f"MIA {metrics['mia_auc']:.3f} {metrics['seconds']:.0f}s", flush=True)
+            results.append(event_row(metrics, event=args.sequential, seed=seed, method="retrain"))
+            print(
+                f"seed {seed} retrain without all {args.sequential} events: recall@20 {metrics['recall@20']:.4f} "
+                f"MIA {metrics['mia_auc']:.3f} {metrics['seconds']:.0f}s",
+                flush=True,
+            )
     return results, render_sequential(results, args)
 
 
@@ -199,15 +343,15 @@ def per_event(results: list[dict], method: str = "contrastive") -> list[dict]:
     rows = [r for r in results if r.get("method", "contrastive") == method]
     table = []
     for event in sorted({r["event"] for r in rows}):
-        values = {k: [r[k] for r in rows if r["event"] == event and r.get(k) is not None]
-                  for k in ("users", "unshared_interactions", *KEYS)}
+        values = {
+            k: [r[k] for r in rows if r["event"] == event and r.get(k) is not None]
+            for k in ("users", "unshared_interactions", *KEYS)
+        }
         table.append({"event": event, **{k: mean_std(v) for k, v in values.items() if v}})
     return table
 
 
 def render_sequential(results: list[dict], args: argparse.Namespace) -> str:
-    lines = ["| event | users | interactions | Recall@20 | MIA AUC | unshared items' mean rank | seconds | bytes stored |",
-             "|---|---|---|---|---|---|---|---|"]
     several = len(args.seeds) > 1
 
     def cell(row, key, digits, spread=True):
@@ -218,51 +362,80 @@ def render_sequential(results: list[dict], args: argparse.Namespace) -> str:
 
     trained_rows = [("0 (trained model)", row) for row in per_event(results, "trained")]
     retrain = [(f"retrain without events 1–{row['event']}", row) for row in per_event(results, "retrain")]
-    for label, row in trained_rows + [(row["event"], row) for row in per_event(results)] + retrain:
-        lines.append(f"| {label} | {cell(row, 'users', 0)} | {cell(row, 'unshared_interactions', 0)} | "
-                     f"{cell(row, 'recall@20', 4)} | {cell(row, 'mia_auc', 3)} | "
-                     f"{cell(row, 'unshared_mean_rank', 0, spread=False)} | {cell(row, 'seconds', 1)} | "
-                     f"{cell(row, 'storage_bytes', 0, spread=False)} |")
+    lines = markdown_table(
+        EVENT_COLUMNS,
+        [
+            (
+                label,
+                cell(row, "users", 0),
+                cell(row, "unshared_interactions", 0),
+                cell(row, "recall@20", 4),
+                cell(row, "mia_auc", 3),
+                cell(row, "unshared_mean_rank", 0, spread=False),
+                cell(row, "seconds", 1),
+                cell(row, "storage_bytes", 0, spread=False),
+            )
+            for label, row in trained_rows + [(row["event"], row) for row in per_event(results)] + retrain
+        ],
+    )
     seeds = f"seeds {args.seeds}, mean ± sample std over seeds" if several else f"seed {args.seeds[0]}"
-    header = [f"Dataset {args.dataset}, sharing mixed, {seeds}: {args.sequential} contrastive events one after "
-              f"another, each drawn among the users still sharing ({args.event_fraction:.0%}); MIA AUC and rank are "
-              "for that event's pairs; bytes stored after the event (round-0 snapshot + current state)."
-              + (" The retrain row answers the last event's requests by training from scratch without every "
-                 "event's data: the utility the last contrastive row should be compared with." if retrain else ""), ""]
+    header = [
+        f"Dataset {args.dataset}, sharing mixed, {seeds}: {args.sequential} contrastive events one after "
+        f"another, each drawn among the users still sharing ({args.event_fraction:.0%}); MIA AUC and rank are "
+        "for that event's pairs; bytes stored after the event (round-0 snapshot + current state)."
+        + (
+            " The retrain row answers the last event's requests by training from scratch without every "
+            "event's data: the utility the last contrastive row should be compared with."
+            if retrain
+            else ""
+        ),
+        "",
+    ]
     return "\n".join(header + lines) + "\n"
 
 
 def plot(results: list[dict], path: str) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     rows = per_event(results)
     events = [r["event"] for r in rows]
-    for axis, key, title in zip(axes, ("recall@20", "mia_auc", "storage_bytes"),
-                                ("test Recall@20", "MIA AUC (0.5 = forgotten)", "bytes stored for unlearning")):
+    for axis, key, title in zip(
+        axes,
+        ("recall@20", "mia_auc", "storage_bytes"),
+        ("test Recall@20", "MIA AUC (0.5 = forgotten)", "bytes stored for unlearning"),
+    ):
         # error bars: sample std over seeds (zero with one seed)
-        axis.errorbar(events, [r[key][0] for r in rows], yerr=[r[key][1] for r in rows], marker="o", capsize=3,
-                      label="contrastive, after each event")
+        axis.errorbar(
+            events,
+            [r[key][0] for r in rows],
+            yerr=[r[key][1] for r in rows],
+            marker="o",
+            capsize=3,
+            label="contrastive, after each event",
+        )
         if key == "recall@20":
             for row in per_event(results, "trained"):
                 axis.axhline(row[key][0], color="gray", linestyle="--", label="trained model")
         if key in ("recall@20", "mia_auc"):
             for row in per_event(results, "retrain"):
-                axis.errorbar([row["event"]], [row[key][0]], yerr=[row[key][1]], marker="s", color="tab:red",
-                              capsize=3, linestyle="none", label="retrain without all events")
+                axis.errorbar(
+                    [row["event"]],
+                    [row[key][0]],
+                    yerr=[row[key][1]],
+                    marker="s",
+                    color="tab:red",
+                    capsize=3,
+                    linestyle="none",
+                    label="retrain without all events",
+                )
         axis.set_xlabel("unlearning event")
         axis.set_title(title)
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,18 +449,8 @@ def main(argv: list[str] | None = None) -> None:
         results, text = fru_log_size(args)
     else:
         results, text = sequential(args) if args.sequential else table_of_methods(args)
-    command = "python bench/unlearning.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    import torch
-
-    machine = f"{platform.platform()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
-    text = f"Command: `{command}`\nMachine: {machine}\n\n" + text
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(text)
+    text = f"Command: `{command_line(__file__, argv)}`\nMachine: {machine_line(machine_facts(args.device))}\n\n" + text
+    publish(text, results, args.json, args.markdown)
     if args.plot and args.sequential:
         plot(results, args.plot)
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Side-by-side round timings of this checkout against an older one, as in docs/results.md table 4:
+# Probe: seconds per fedshare round of this checkout against an older one, in alternating pairs of processes.
 #   git worktree add /tmp/old-engine 93781dc
-#   FEDSHARE_DATA_DIR=../shared/data bash bench/results/speed_closed_form_2026-12-01/ab_rounds.sh /tmp/old-engine > ab_rounds.log
-# Five alternating pairs of processes; each times 20 (ML-100K) or 8 (ML-1M) fedshare rounds after a
-# warm-up (round_time.py, which imports fedshare from the folder it runs in) and prints the median.
+#   FEDSHARE_DATA_DIR=../shared/data bash bench/probes/ab_rounds.sh /tmp/old-engine > ab_rounds.log
+# Five pairs per dataset; each process times 20 (ML-100K) or 8 (ML-1M) rounds after a warm-up with
+# bench/probes/round_time.py (which imports fedshare from the folder it runs in) and prints the median.
+# Run from the repository root.  Output of 2026-12-01 (edb8438 against 93781dc):
+# bench/results/speed_closed_form_2026-12-01/ab_rounds.log.
+set -u
 OLD=${1:?path to the older checkout}
 NEW=$(pwd)
-TIMER=$NEW/bench/results/speed_closed_form_2026-12-01/round_time.py
+TIMER=$NEW/bench/probes/round_time.py
 for i in 1 2 3 4 5; do
   for ds in "ml-100k 20" "ml-1m 8"; do
     for eng in "$NEW" "$OLD"; do

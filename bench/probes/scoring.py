@@ -1,4 +1,4 @@
-"""Probe (post hoc, no training): other ways to combine FedShare's two views at scoring time.
+"""Probe: other ways to combine FedShare's two views at scoring time, post hoc on trained runs (no training).
 
 FedShare scores s(u,i) = <h_u, q_i> + rho_u <g_u, g_i> (docs/method.md).  With the contrastive term
 off the two views are trained apart, so the combination can be changed after training.  This script
@@ -10,7 +10,7 @@ loads trained fedshare runs and scores validation and test with:
   e_u = mean_i g_i (or sum_i g_i / sqrt(n_u)) over *all* its items without sending anything; added
   at weight a (1 - rho_u), or a for everyone.
 
-    python bench/probe_scoring.py bench/out/runs-p30/ml-100k-fedshare-mixed-seed0 ...-seed1 ...-seed2
+    python bench/probes/scoring.py bench/out/runs-p30/ml-100k-fedshare-mixed-seed0 ...-seed1 ...-seed2
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 from fedshare.evaluation import evaluate  # noqa: E402
 from fedshare.rundir import load_run  # noqa: E402
@@ -49,16 +49,24 @@ def variants(model, interactions) -> dict[str, tuple[torch.Tensor, torch.Tensor]
         ego_mean, ego_sqrt = summed / counts, summed / counts.sqrt()
         both_views = torch.cat([local_items, global_items], 1)
         out = {"default (c=1)": (torch.cat([local_users, rho * global_users], 1), both_views)}
-        for name, weight in [*((f"weight {c} rho", c * rho) for c in (0.5, 1.5, 2.0, 3.0)),
-                             *((f"weight {c} sqrt(rho)", c * rho.sqrt()) for c in (0.5, 1.0, 1.5)),
-                             *((f"weight {c} [rho>0]", c * (rho > 0).float()) for c in (0.5, 1.0))]:
+        for name, weight in [
+            *((f"weight {c} rho", c * rho) for c in (0.5, 1.5, 2.0, 3.0)),
+            *((f"weight {c} sqrt(rho)", c * rho.sqrt()) for c in (0.5, 1.0, 1.5)),
+            *((f"weight {c} [rho>0]", c * (rho > 0).float()) for c in (0.5, 1.0)),
+        ]:
             out[name] = (torch.cat([local_users, weight * global_users], 1), both_views)
         both_items = torch.cat([local_items, global_items, global_items], 1)
         for a in (0.25, 0.5, 1.0, 2.0):
-            out[f"mean, a(1-rho), a={a}"] = (torch.cat([local_users, rho * global_users, a * (1 - rho) * ego_mean], 1), both_items)
+            out[f"mean, a(1-rho), a={a}"] = (
+                torch.cat([local_users, rho * global_users, a * (1 - rho) * ego_mean], 1),
+                both_items,
+            )
             out[f"mean, a for all, a={a}"] = (torch.cat([local_users, a * ego_mean], 1), both_views)
         for a in (0.1, 0.25):
-            out[f"sqrt, a(1-rho), a={a}"] = (torch.cat([local_users, rho * global_users, a * (1 - rho) * ego_sqrt], 1), both_items)
+            out[f"sqrt, a(1-rho), a={a}"] = (
+                torch.cat([local_users, rho * global_users, a * (1 - rho) * ego_sqrt], 1),
+                both_items,
+            )
     return out
 
 
@@ -68,8 +76,12 @@ def main(run_dirs: list[str]) -> None:
         config, interactions, _, model = load_run(run_dir)
         for name, (user_vectors, item_vectors) in variants(model, interactions).items():
             fixed = FixedVectors(config, user_vectors, item_vectors)
-            scores.setdefault(name, []).append((evaluate(fixed, interactions, "valid")["recall@20"],
-                                                evaluate(fixed, interactions, "test")["recall@20"]))
+            scores.setdefault(name, []).append(
+                (
+                    evaluate(fixed, interactions, "valid")["recall@20"],
+                    evaluate(fixed, interactions, "test")["recall@20"],
+                )
+            )
     print(f"{len(run_dirs)} runs; Recall@20 means (validation decides)")
     for name, values in scores.items():
         array = np.array(values)
