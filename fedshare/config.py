@@ -92,6 +92,7 @@ class EvalConfig:
     every: int = 5
     patience: int = 30
     batch_users: int = 1024
+    valid_users: int = 0
 
 
 @dataclass
@@ -175,6 +176,7 @@ class Config:
                 and self.federated.chunk_interactions >= 0,
                 "federated.chunk_interactions must be auto or an integer >= 0 (0: no chunks)",
             ),
+            (self.eval.valid_users >= 0, "eval.valid_users must be an integer >= 0 (0: every user)"),
             (self.federated.server_batch >= 0, "federated.server_batch must be an integer >= 0 (0: full batch)"),
             (self.run.backend in ("local", "ray"), f"run.backend must be local or ray, got {self.run.backend!r}"),
             (self.run.shards >= 1, "run.shards must be >= 1"),

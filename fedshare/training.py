@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fedshare.config import Config
 from fedshare.data.interactions import Interactions
-from fedshare.evaluation import evaluate
+from fedshare.evaluation import evaluate, validation_users
 from fedshare.federated.round import run_round
 from fedshare.federated.simulation import Model, build_model, pick_device
 
@@ -69,6 +69,7 @@ def train(
         on_round(0, model)  # the state before any training (snapshot round 0)
     if update_log is not None:
         update_log.start(model)
+    validated = validation_users(interactions, config.eval.valid_users, config.run.seed)
     for round_number in bar:
         logs = run_round(model, generator, observer=update_log)
         rounds_run = round_number
@@ -78,7 +79,7 @@ def train(
             on_round(round_number, model)
         if round_number % every and round_number != config.federated.rounds:
             continue
-        validation = evaluate(model, interactions, "valid")
+        validation = evaluate(model, interactions, "valid", users=validated)
         history.append({"round": round_number, **{f"valid/{k}": v for k, v in validation.items()}, **logs})
         if validation[metric] > best["value"]:
             best = {"round": round_number, "value": validation[metric], "metrics": validation, "state": model.state()}

@@ -1,9 +1,13 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
-from fedshare.evaluation import rank_metrics, summarize
+from fedshare.config import SharingConfig
+from fedshare.data.sharing import build_mask
+from fedshare.evaluation import evaluate, rank_metrics, summarize, validation_users
+from fedshare.federated.simulation import build_model
 
 
 def test_metrics_match_a_hand_computed_case():
@@ -42,3 +46,25 @@ def test_batched_evaluation_equals_one_batch():
     whole, batched = rank_metrics(*args, batch_users=1000), rank_metrics(*args, batch_users=7)
     for name in whole:
         assert np.allclose(whole[name], batched[name])
+
+
+def test_validation_on_a_seeded_subset_of_users(tiny_config, tiny_interactions):
+    """eval.valid_users: the same users for the same seed, only users with validation pairs, and the
+    metrics are those of exactly that subset (test is never restricted)."""
+    mask = build_mask(tiny_interactions, SharingConfig(policy="mixed"), seed=0)
+    model, _ = build_model(tiny_config, tiny_interactions, mask, torch.device("cpu"))
+    table = tiny_interactions.table
+    with_validation = np.unique(table.loc[table["split"] == "valid", "user"])
+    subset = validation_users(tiny_interactions, 10, seed=0)
+    assert len(subset) == 10 and np.isin(subset, with_validation).all()
+    assert np.array_equal(subset, validation_users(tiny_interactions, 10, seed=0))
+    assert not np.array_equal(subset, validation_users(tiny_interactions, 10, seed=1))
+    assert validation_users(tiny_interactions, 0, seed=0) is None
+    assert validation_users(tiny_interactions, len(with_validation), seed=0) is None
+    flags = np.zeros(tiny_interactions.n_users, dtype=bool)
+    flags[subset] = True
+    everyone = evaluate(model, tiny_interactions, "valid", {"subset": flags})
+    assert evaluate(model, tiny_interactions, "valid", users=subset)["recall@20"] == pytest.approx(
+        everyone["subset/recall@20"]
+    )
+    assert everyone["subset_users"] == 10
