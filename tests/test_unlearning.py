@@ -1,5 +1,6 @@
 """Unsharing on a small run: requests, edges gone, snapshots checked, scores of unshared items lowered."""
 
+import importlib
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pandas as pd
 import pytest
 from conftest import synthetic_raw
 
+from fedshare.cli import build_parser
 from fedshare.config import load_config
 from fedshare.data.requests import read_requests, resolve_requests
 from fedshare.errors import CorruptFileError, DataError
@@ -14,6 +16,7 @@ from fedshare.evaluation import auc, server_scores
 from fedshare.rundir import load_run
 from fedshare.stages import make_requests_stage, train_stage, unshare_stage
 from fedshare.storage import load_tensors
+from fedshare.unlearning.registry import METHODS
 from fedshare.unlearning.snapshots import SnapshotStore
 
 
@@ -140,3 +143,14 @@ def test_fru_through_the_stage_reports_the_log_as_storage(tmp_path):
     event = unshare_stage(tmp_path / "run", tmp_path / "out", "fru", fraction=0.2, track=False)
     on_disk = sum(p.stat().st_size for p in (tmp_path / "run" / "fru_log").rglob("*") if p.is_file())
     assert event["storage_bytes"] == on_disk and not (tmp_path / "out" / "fru_log").exists()
+
+
+def test_the_registry_is_the_one_list_of_methods():
+    """Each registered method's module has its ``unlearn(job)``; the CLI accepts exactly those names."""
+    parser = build_parser()
+    base = ["unshare", "--run", "RUN", "--fraction", "0.1", "--out", "OUT", "--method"]
+    for name, method in METHODS.items():
+        assert callable(importlib.import_module(method.module).unlearn), name
+        assert parser.parse_args([*base, name]).method == name
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "no-such-method"])
