@@ -32,6 +32,10 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from fedshare.data.lightgcn_layout import parse_pairs  # noqa: E402  (the project's reader of the layout)
+
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")  # torch's beta / invariant-check notices
 
 
@@ -42,20 +46,6 @@ warnings.filterwarnings("ignore", message=".*[Ss]parse.*")  # torch's beta / inv
 def default_data_dir() -> Path:
     env = os.environ.get("FEDSHARE_DATA_DIR")
     return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-def read_lightgcn_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``user item item ...`` per line -> (users, items) int64 arrays of pairs."""
-    users, items = [], []
-    with open(path) as f:
-        for line in f:
-            ids = line.split()
-            if len(ids) < 2:
-                continue
-            row = np.asarray(ids, dtype=np.int64)
-            users.append(np.full(len(row) - 1, row[0], dtype=np.int64))
-            items.append(row[1:])
-    return np.concatenate(users), np.concatenate(items)
 
 
 def split_valid(users: np.ndarray, ratio: float, min_items: int, seed: int) -> np.ndarray:
@@ -325,8 +315,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
 
     folder = args.data_dir / "gowalla"
-    tr_u, tr_i = read_lightgcn_file(folder / "train.txt")
-    te_u, te_i = read_lightgcn_file(folder / "test.txt")
+    tr_u, tr_i = parse_pairs((folder / "train.txt").read_bytes(), str(folder / "train.txt"))
+    te_u, te_i = parse_pairs((folder / "test.txt").read_bytes(), str(folder / "test.txt"))
     n_users = int(max(tr_u.max(), te_u.max())) + 1
     n_items = int(max(tr_i.max(), te_i.max())) + 1
     is_valid = split_valid(tr_u, args.valid_ratio, args.min_items, args.seed)
