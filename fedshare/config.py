@@ -78,11 +78,14 @@ class FederatedConfig:
     local_lr: float = 1.0
     client_lr: float = 0.01
     server_lr: float = 0.01
+    graph_lr: float | None = None
     negatives: int = 1
     implementation: str = "vectorized"
     sampler: str = "stream"
     chunk_interactions: int | str = "auto"
     server_batch: int = 0
+    server_steps: int = 0
+    max_minutes: float = 0.0
 
 
 @dataclass
@@ -178,6 +181,8 @@ class Config:
             ),
             (self.eval.valid_users >= 0, "eval.valid_users must be an integer >= 0 (0: every user)"),
             (self.federated.server_batch >= 0, "federated.server_batch must be an integer >= 0 (0: full batch)"),
+            (self.federated.max_minutes >= 0, "federated.max_minutes must be >= 0 (0: no time limit)"),
+            (self.federated.server_steps >= 0, "federated.server_steps must be an integer >= 0 (0: a whole epoch)"),
             (self.run.backend in ("local", "ray"), f"run.backend must be local or ray, got {self.run.backend!r}"),
             (self.run.shards >= 1, "run.shards must be >= 1"),
             (

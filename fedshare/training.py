@@ -45,7 +45,8 @@ def train(
     on_round: Callable[[int, Model], None] | None = None,
     update_log: UpdateLog | None = None,
 ) -> TrainResult:
-    """Train until ``federated.rounds`` or until validation stops improving; keeps the best round.
+    """Train until ``federated.rounds``, until validation stops improving or until the time budget
+    ``federated.max_minutes`` is spent (then it validates once more); keeps the best round.
 
     ``update_log`` (a ``fru.UpdateLog``, off by default) logs every round's updates for FRU unlearning.
     """
@@ -56,6 +57,7 @@ def train(
     best = {"round": 0, "value": -1.0, "metrics": {}, "state": model.state()}
     history: list[dict[str, float]] = []
     waited = 0
+    budget = config.federated.max_minutes * 60
     started = time.perf_counter()
     bar = tqdm(
         range(1, config.federated.rounds + 1),
@@ -77,7 +79,8 @@ def train(
             update_log.flush(round_number)
         if on_round is not None:
             on_round(round_number, model)
-        if round_number % every and round_number != config.federated.rounds:
+        out_of_time = budget > 0 and time.perf_counter() - started >= budget
+        if round_number % every and round_number != config.federated.rounds and not out_of_time:
             continue
         validation = evaluate(model, interactions, "valid", users=validated)
         history.append({"round": round_number, **{f"valid/{k}": v for k, v in validation.items()}, **logs})
@@ -87,7 +90,7 @@ def train(
         else:
             waited += 1
         bar.set_postfix({f"val {metric}": f"{validation[metric]:.4f}", "best": f"{best['value']:.4f}@{best['round']}"})
-        if waited >= patience:
+        if waited >= patience or out_of_time:
             break
     bar.close()
     if model.backend is not None:  # stop the shards (and Ray, if this run started it); restarts if used again

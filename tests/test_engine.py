@@ -247,3 +247,28 @@ def test_server_mini_batches_take_one_step_per_batch_and_learn_faster(tiny_confi
         with torch.no_grad():
             losses[batch] = model.server.graph_bpr_loss(*model.server.propagate()).item()
     assert losses[64] < losses[0]
+
+
+def test_server_steps_caps_the_graph_steps_of_a_round(tiny_config, tiny_interactions):
+    """federated.server_steps: N: only N mini-batches of the shuffled epoch per round, so that a
+    round with a small fraction of clients is matched by a few graph steps."""
+    mask = build_mask(tiny_interactions, SharingConfig(policy="all"), seed=0)
+    steps = []
+    model, generator = build_model(
+        _config(tiny_config, server_batch=64, server_steps=2), tiny_interactions, mask, torch.device("cpu")
+    )
+    assert model.server.graph.n_edges > 3 * 64  # an epoch would be more than two steps
+    model.server.graph_optimizer.register_step_post_hook(lambda *_: steps.append(1))
+    for _ in range(3):
+        run_round(model, generator)
+    assert len(steps) == 3 * 2
+
+
+def test_time_budget_stops_training_with_a_last_validation(tiny_config, tiny_interactions):
+    """federated.max_minutes: once the budget is spent, validate that round and stop (best kept)."""
+    mask = build_mask(tiny_interactions, SharingConfig(policy="mixed"), seed=0)
+    config = _config(tiny_config, rounds=500, max_minutes=1e-9)  # spent after the first round
+    config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, every=100))
+    result = train(config, tiny_interactions, mask, progress=False)
+    assert result.rounds_run == 1
+    assert [entry["round"] for entry in result.history] == [1] and result.best_round == 1

@@ -35,6 +35,7 @@ class Server:
         self.device = device
         self.edge_chunk = interaction_chunk(federated, device)  # shared edges per chunk of the graph loss
         self.batch_edges = federated.server_batch  # shared edges per graph-learner step; 0 = all
+        self.steps_per_round = federated.server_steps  # graph-learner steps per round; 0 = a whole epoch
         self.generator = generator
         self.use_graph = use_graph and graph.n_edges > 0
         self.set_graph(graph)
@@ -46,10 +47,12 @@ class Server:
         self.item_table = init(graph.n_items)  # local view of items, trained by the clients
         self.graph_users = init(graph.n_users)  # server-side embeddings of the LightGCN
         self.graph_items = init(graph.n_items)
-        # Two learners with the same Adam settings: the graph learner on its own embeddings, and the
-        # aggregation strategy on Q (which the alignment term also reaches through Q's gradient).
+        # Two learners: Adam on the graph learner's own embeddings (at graph_lr, by default server_lr),
+        # and the aggregation strategy on Q (which the alignment term also reaches through Q's gradient).
         self.graph_optimizer = (
-            torch.optim.Adam([self.graph_users, self.graph_items], lr=federated.server_lr) if self.use_graph else None
+            torch.optim.Adam([self.graph_users, self.graph_items], lr=federated.graph_lr or federated.server_lr)
+            if self.use_graph
+            else None
         )
         self.strategy = FedAdam(self.item_table, federated.local_lr, federated.server_lr) if train_item_table else None
 
@@ -89,8 +92,11 @@ class Server:
         or one step per mini-batch of that many edges, in a random order, each on a fresh
         propagation (LightGCN's own regime: far more steps per pass over the data).  The first step
         reuses this round's propagation and carries the alignment and ``extra_loss`` (e.g. the
-        contrastive unlearning term) and Q's step.  The ``observer`` sees the gradients of that first
-        step's loss, before the clients' part is added (the FRU update log records them).
+        contrastive unlearning term) and Q's step.  ``federated.server_steps: N`` takes only the
+        first N mini-batches of the shuffled epoch, so that a round with a small fraction of clients
+        (a mini-batch of users) is matched by a few graph steps (a mini-batch of shared edges).
+        The ``observer`` sees the gradients of that first step's loss, before the clients' part is
+        added (the FRU update log records them).
         """
         if self.graph_optimizer is None and self.strategy is None:
             return {}
@@ -109,7 +115,8 @@ class Server:
         if size <= 0 or size >= n_edges or not self.use_graph:
             return [None]
         order = torch.randperm(n_edges, generator=self.generator, device=self.device)
-        return list(order.split(size))
+        batches = list(order.split(size))
+        return batches[: self.steps_per_round] if self.steps_per_round > 0 else batches
 
     def first_step(
         self,
