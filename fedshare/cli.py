@@ -440,9 +440,16 @@ def run_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+COMPUTE_COMMANDS = {"train", "unshare", "evaluate", "process-inbox"}  # the ones that run torch
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in COMPUTE_COMMANDS:
+        from fedshare.threads import apply_thread_policy
+
+        apply_thread_policy()
     try:
         return args.handler(args)
     except USER_ERRORS as err:

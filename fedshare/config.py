@@ -311,29 +311,59 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults from the dataclasses, then ``path`` (params.yaml), then ``--set`` overrides."""
+    """Defaults from the dataclasses, then ``path`` (params.yaml), then its ``datasets`` block for the
+    chosen data set (and, inside it, for the chosen method), then ``--set`` overrides.
+
+    ``datasets.<name>`` holds the defaults that a data set needs (Gowalla trains in mini-batches of
+    clients, MovieLens in full rounds); the data set and method are read after ``--set``, so
+    ``--dataset gowalla`` picks Gowalla's block and ``--set`` still has the last word.
+    """
     tree = Config().to_dict()
     path = Path(path) if path else default_params_path()
-    if path is not None and path.exists():
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must be a mapping of sections")
-        for section, values in loaded.items():
-            if section not in tree:
-                raise ConfigError(f"unknown section {section!r} in {path}")
-            if not isinstance(values, dict):
-                raise ConfigError(f"section {section!r} in {path} must be a mapping")
-            for key, value in _flatten(values):
-                _set_dotted(tree, f"{section}.{key}", value)
-    else:
+    if path is None or not path.exists():
         raise ConfigError(f"config file {path} does not exist")
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+    loaded = _read_params(path)
+    per_dataset = loaded.pop("datasets", None) or {}
+    if not isinstance(per_dataset, dict):
+        raise ConfigError(f"'datasets' in {path} must map data set names to sections")
+    _apply_sections(tree, loaded, str(path))
+    parsed = [parse_override(text) for text in overrides]
+    _apply_overrides(tree, parsed)  # first, to learn the data set and method that were asked for
+    block = per_dataset.get(str(tree["data"]["dataset"])) or {}
+    if block:
+        block = dict(block)
+        method_block = {name: block.pop(name) for name in list(block) if name in METHODS}
+        _apply_sections(tree, block, f"{path} (datasets.{tree['data']['dataset']})")
+        chosen = method_block.get(tree["run"]["method"])
+        if chosen:
+            _apply_sections(tree, chosen, f"{path} (datasets.{tree['data']['dataset']}.{tree['run']['method']})")
+        _apply_overrides(tree, parsed)  # again: the command line wins over the data set's block
     return _build(Config, tree, "").validate()
+
+
+def _read_params(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must be a mapping of sections")
+    return loaded
+
+
+def _apply_sections(tree: dict[str, Any], sections: dict[str, Any], where: str) -> None:
+    for section, values in sections.items():
+        if section not in tree:
+            raise ConfigError(f"unknown section {section!r} in {where}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"section {section!r} in {where} must be a mapping")
+        for key, value in _flatten(values):
+            _set_dotted(tree, f"{section}.{key}", value)
+
+
+def _apply_overrides(tree: dict[str, Any], parsed: list[tuple[str, Any]]) -> None:
+    for key, value in parsed:
+        _set_dotted(tree, key, value)
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

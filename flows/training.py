@@ -19,6 +19,7 @@ from fedshare import stages
 from fedshare.cli import summary_line
 from fedshare.config import load_config
 from fedshare.service.model_store import ModelStore, publish
+from fedshare.threads import apply_thread_policy
 
 
 @task(name="prepare", retries=2, retry_delay_seconds=5)  # reads the data: may hit a flaky disk or download
@@ -76,6 +77,7 @@ def training_flow(
     keep_workdir: bool = False,
 ) -> dict:
     config = load_config(config_path, overrides or [])
+    apply_thread_policy()  # torch threads = the free cores (fedshare/threads.py)
     state = state or config.requests.state
     work = Path(workdir)
     prepare_task(config, work / "prepared")

@@ -20,6 +20,7 @@ from fedshare.errors import DataError
 from fedshare.service import inbox as service
 from fedshare.service.journal import state_lock
 from fedshare.service.model_store import ModelStore
+from fedshare.threads import apply_thread_policy
 from fedshare.unlearning.registry import METHODS, methods_help
 
 
@@ -72,6 +73,7 @@ def unlearning_flow(
     config_path: str | None = None,
 ) -> list[dict]:
     config = load_config(config_path, overrides or [])
+    apply_thread_policy()  # torch threads = the free cores (fedshare/threads.py)
     state, inbox = state or config.requests.state, inbox or config.requests.inbox
     method = method or config.unlearning.method
     outcomes = []

@@ -30,6 +30,13 @@ def pytest_configure(config):
         "GIT_PYTHON_REFRESH": "quiet",
     }.items():
         os.environ.setdefault(key, value)
+    # Two xdist workers on two cores: one torch thread each (and in the subprocesses they start),
+    # else their threads fight over the cores (fedshare/threads.py).
+    from fedshare.threads import apply_thread_policy, usable_cores
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("FEDSHARE_THREADS", str(max(1, usable_cores() // workers)))
+    apply_thread_policy()
 
 
 def real_data_dir() -> Path:

@@ -62,3 +62,24 @@ def test_config_file_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_data_sets_block_applies_to_that_data_set_and_method_only_and_the_command_line_wins(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text(
+        "federated:\n  client_fraction: 1.0\n  rounds: 800\n"
+        "datasets:\n"
+        "  gowalla:\n"
+        "    federated:\n      client_fraction: 0.02\n      rounds: 4000\n"
+        "    central:\n      federated:\n        rounds: 300\n"
+    )
+    assert load_config(params).federated.client_fraction == 1.0  # ml-100k: the block does not apply
+    gowalla = load_config(params, ["data.dataset=gowalla"]).federated
+    assert (gowalla.client_fraction, gowalla.rounds) == (0.02, 4000)
+    central = load_config(params, ["data.dataset=gowalla", "run.method=central"]).federated
+    assert (central.client_fraction, central.rounds) == (0.02, 300)
+    chosen = load_config(params, ["data.dataset=gowalla", "federated.rounds=7"]).federated
+    assert (chosen.client_fraction, chosen.rounds) == (0.02, 7)
+    params.write_text("datasets:\n  gowalla:\n    nosuch:\n      a: 1\n")
+    with pytest.raises(ConfigError, match=r"unknown section 'nosuch'.*datasets\.gowalla"):
+        load_config(params, ["data.dataset=gowalla"])

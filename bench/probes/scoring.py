@@ -11,10 +11,15 @@ loads trained fedshare runs and scores validation and test with:
   at weight a (1 - rho_u), or a for everyone.
 
     python bench/probes/scoring.py bench/out/runs-p30/ml-100k-fedshare-mixed-seed0 ...-seed1 ...-seed2
+
+On Gowalla, validate on the run's own seeded user subset (eval.valid_users) and keep a few variants:
+
+    python bench/probes/scoring.py --subset --only default mean RUN ...
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -23,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from fedshare.evaluation import evaluate  # noqa: E402
+from fedshare.evaluation import evaluate, validation_users  # noqa: E402
 from fedshare.rundir import load_run  # noqa: E402
 
 
@@ -70,18 +75,22 @@ def variants(model, interactions) -> dict[str, tuple[torch.Tensor, torch.Tensor]
     return out
 
 
-def main(run_dirs: list[str]) -> None:
+def main(run_dirs: list[str], subset: bool = False, only: list[str] | None = None) -> None:
     scores: dict[str, list[tuple[float, float]]] = {}
     for run_dir in run_dirs:
         config, interactions, _, model = load_run(run_dir)
+        users = validation_users(interactions, config.eval.valid_users, config.run.seed) if subset else None
         for name, (user_vectors, item_vectors) in variants(model, interactions).items():
+            if only and not any(word in name for word in only):
+                continue
             fixed = FixedVectors(config, user_vectors, item_vectors)
             scores.setdefault(name, []).append(
                 (
-                    evaluate(fixed, interactions, "valid")["recall@20"],
+                    evaluate(fixed, interactions, "valid", users=users)["recall@20"],
                     evaluate(fixed, interactions, "test")["recall@20"],
                 )
             )
+            print(f"{run_dir}: {name:24s} valid {scores[name][-1][0]:.4f}  test {scores[name][-1][1]:.4f}", flush=True)
     print(f"{len(run_dirs)} runs; Recall@20 means (validation decides)")
     for name, values in scores.items():
         array = np.array(values)
@@ -89,4 +98,9 @@ def main(run_dirs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="fedshare run directories")
+    parser.add_argument("--subset", action="store_true", help="validate on the run's eval.valid_users subset")
+    parser.add_argument("--only", nargs="+", help="keep the variants whose name contains one of these words")
+    args = parser.parse_args()
+    main(args.runs, args.subset, args.only)
