@@ -61,6 +61,7 @@ class ModelConfig:
     client_encoder: str = "mf"
     use_server_graph: bool = True
     global_weight: str = "ratio"
+    device_view: float = 0.0
     contrastive_weight: float = 0.0
     temperature: float = 0.2
     align_direction: str = "both"
@@ -159,6 +160,7 @@ class Config:
             (self.model.server_layers >= 0, "model.server_layers must be >= 0"),
             (self.model.client_encoder in ("mf", "ego_lightgcn"), "model.client_encoder must be mf or ego_lightgcn"),
             (self.model.temperature > 0, "model.temperature must be positive"),
+            (self.model.device_view >= 0, "model.device_view must be >= 0 (0: off)"),
             (self.model.global_weight in ("ratio", "one"), "model.global_weight must be ratio or one"),
             (
                 self.model.align_direction in ("both", "local_to_global"),

@@ -272,3 +272,27 @@ def test_time_budget_stops_training_with_a_last_validation(tiny_config, tiny_int
     result = train(config, tiny_interactions, mask, progress=False)
     assert result.rounds_run == 1
     assert [entry["round"] for entry in result.history] == [1] and result.best_round == 1
+
+
+def test_device_view_gives_private_users_the_mean_of_g_i_over_their_own_items(tiny_config, tiny_interactions):
+    """model.device_view = a: user vector [h_u, w_u g_u + a (1 - w_u) mean_{i in D_u} g_i].  A user who
+    shares nothing gets a global part built on the device from its own items only."""
+    mask = build_mask(tiny_interactions, SharingConfig(policy="mixed"), seed=0)
+    config = dataclasses.replace(tiny_config, model=dataclasses.replace(tiny_config.model, device_view=0.5))
+    model, generator = build_model(config, tiny_interactions, mask, torch.device("cpu"))
+    run_round(model, generator)
+    with torch.no_grad():
+        users, _ = model.scoring_vectors()
+        global_users, global_items = model.server.propagate()
+    dim = config.model.dim
+    train = tiny_interactions.part("train")
+    shares = model.clients.shares
+    private = int(torch.nonzero(shares == 0)[0])
+    partial = int(torch.nonzero((shares > 0) & (shares < 1))[0])
+    for user in (private, partial):
+        own = torch.tensor(train.loc[train["user"] == user, "item"].to_numpy())
+        expected = shares[user] * global_users[user] + 0.5 * (1 - shares[user]) * global_items[own].mean(0)
+        assert torch.allclose(users[user, dim:], expected, atol=1e-6), user
+    switched_off = dataclasses.replace(config, model=dataclasses.replace(config.model, device_view=0.0))
+    model.config = switched_off
+    assert torch.count_nonzero(model.scoring_vectors()[0][private, dim:]) == 0

@@ -31,7 +31,8 @@ class Model:
 
         fedshare scores s(u,i) = <h_u, q_i> + w_u * <g_u, g_i>: the local view for everyone, plus the
         global LightGCN view weighted by w_u, the share of u's training data the server holds
-        (model.global_weight=ratio; 0 for users who share nothing) or 1 for sharing users (one).
+        (model.global_weight=ratio; 0 for users who share nothing) or 1 for sharing users (one);
+        with model.device_view = a > 0, plus a (1 - w_u) <d_u, g_i> (``weighted_global_users``).
         """
         with torch.no_grad():
             user_parts, item_parts = [], []
@@ -41,10 +42,27 @@ class Model:
             global_users, global_items = self.server.propagate()
             if global_users is not None:
                 if self.clients is not None:
-                    global_users = global_users * self.clients.shares.unsqueeze(1).to(global_users.dtype)
+                    global_users = self.weighted_global_users(global_users, global_items)
                 user_parts.append(global_users)
                 item_parts.append(global_items)
             return torch.cat(user_parts, 1), torch.cat(item_parts, 1)
+
+    def weighted_global_users(self, global_users: torch.Tensor, global_items: torch.Tensor) -> torch.Tensor:
+        """w_u g_u, plus a (1 - w_u) d_u with ``model.device_view = a > 0``.
+
+        d_u is the device-built global view: the mean of the downloaded G_I over *all* the device's
+        own training items, computed on the device, so a user who shares nothing (w_u = 0) still
+        scores with the graph's item representations, and nothing leaves the device.
+        """
+        shares = self.clients.shares.unsqueeze(1).to(global_users.dtype)
+        weighted = global_users * shares
+        weight = self.config.model.device_view
+        if weight > 0:
+            store = self.clients
+            summed = torch.zeros_like(global_users).index_add_(0, store.users, global_items[store.items])
+            device_view = summed / store.counts.clamp(min=1).unsqueeze(1).to(summed.dtype)
+            weighted = weighted + weight * (1 - shares) * device_view
+        return weighted
 
     def local_user_vectors(self) -> torch.Tensor:
         store = self.clients
