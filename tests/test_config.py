@@ -83,3 +83,10 @@ def test_a_data_sets_block_applies_to_that_data_set_and_method_only_and_the_comm
     params.write_text("datasets:\n  gowalla:\n    nosuch:\n      a: 1\n")
     with pytest.raises(ConfigError, match=r"unknown section 'nosuch'.*datasets\.gowalla"):
         load_config(params, ["data.dataset=gowalla"])
+
+
+@pytest.mark.parametrize("method", ["fedshare", "local", "central"])
+def test_the_shipped_gowalla_block_is_a_valid_configuration(method):
+    config = load_config(REPO_PARAMS, ["data.dataset=gowalla", f"run.method={method}"])
+    assert config.federated.client_fraction < 1 and config.eval.valid_users > 0
+    assert config.federated.server_steps == (0 if method == "central" else 1)
