@@ -4,6 +4,8 @@ sequential unsharing events one after another.
     python bench/unlearning.py --dataset ml-100k --seeds 0 1 2 --markdown bench/results/unlearning_ml-100k.md
     python bench/unlearning.py --dataset ml-100k --seeds 0 --sequential 10 --event-fraction 0.02 \
         --markdown bench/results/unlearning_sequential_ml-100k.md
+    python bench/unlearning.py --dataset gowalla --seeds 0 --fru-alpha 0 --snapshots 0 1 3 5 \
+        --set data.data_dir=../shared/data --runs bench/out/unlearning-gowalla
     python bench/unlearning.py --quick             # tiny generated data, seconds
 
 Per seed: one `train_stage` run (sharing mixed) that also writes the FRU update log
@@ -53,6 +55,8 @@ METHOD_COLUMNS = (
     "Recall@20 requesting users",
     "MIA AUC",
     "MIA − retrain's",
+    "strongest server MIA",
+    "− retrain's",
     "unshared items' mean rank",
     "seconds",
     "time ratio to retrain",
@@ -75,9 +79,22 @@ KEYS = (
     "requesting/recall@20",
     "others/recall@20",
     "mia_auc",
+    "mia_auc_server",
     "unshared_mean_rank",
     "seconds",
     "storage_bytes",
+    "snapshot_bytes_read",
+)
+SNAPSHOT_COLUMNS = (
+    "snapshots read (rounds)",
+    "bytes read",
+    "Recall@20",
+    "ratio to retrain",
+    "MIA AUC",
+    "strongest server MIA",
+    "− retrain's",
+    "unshared items' mean rank",
+    "seconds",
 )
 
 
@@ -97,6 +114,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="instead: K contrastive events one after another, each --event-fraction of sharing users",
     )
     parser.add_argument("--event-fraction", type=float, default=0.02)
+    parser.add_argument(
+        "--snapshots",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="instead: the snapshot ablation, one contrastive event per K (unlearning.snapshots: the first K "
+        "stored snapshots; 0 none, -1 all) on the same requests, next to retrain",
+    )
     parser.add_argument(
         "--retrain-last",
         action="store_true",
@@ -167,11 +192,13 @@ def trained(args: argparse.Namespace, seed: int) -> Path:
     return run
 
 
-def one_event(run: Path, out: Path, method: str, fraction: float, scope: str, seed: int) -> dict:
+def one_event(
+    run: Path, out: Path, method: str, fraction: float, scope: str, seed: int, overrides: tuple[str, ...] = ()
+) -> dict:
     result_file = out / "unlearning.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    return unshare_stage(run, out, method, fraction=fraction, scope=scope, seed=seed, track=False)
+    return unshare_stage(run, out, method, fraction=fraction, scope=scope, seed=seed, track=False, overrides=overrides)
 
 
 def event_row(metrics: dict, **fields) -> dict:
@@ -267,6 +294,7 @@ def render_methods(results: list[dict], args: argparse.Namespace) -> str:
 
         ratio = f"{stats['recall@20'][0] / retrain['recall@20'][0]:.3f}" if retrain else "–"
         mia_gap = f"{stats['mia_auc'][0] - retrain['mia_auc'][0]:+.3f}" if retrain else "–"
+        server_gap = f"{stats['mia_auc_server'][0] - retrain['mia_auc_server'][0]:+.3f}" if retrain else "–"
         time_ratio = f"{stats['seconds'][0] / retrain['seconds'][0]:.3f}" if retrain else "–"
         bytes_ratio = (
             f"{stats['storage_bytes'][0] / fru['storage_bytes'][0]:.5f}" if fru and fru["storage_bytes"][0] else "–"
@@ -280,6 +308,8 @@ def render_methods(results: list[dict], args: argparse.Namespace) -> str:
                 cell("requesting/recall@20"),
                 cell("mia_auc", 3),
                 mia_gap,
+                cell("mia_auc_server", 3),
+                server_gap,
                 f"{stats['unshared_mean_rank'][0]:.0f}",
                 cell("seconds", 1),
                 time_ratio,
@@ -299,6 +329,64 @@ def render_methods(results: list[dict], args: argparse.Namespace) -> str:
         "",
     ]
     return "\n".join(header + lines) + "\n"
+
+
+def snapshot_ablation(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """Contrastive with the first K stored snapshots, for each K of ``--snapshots``, against retrain."""
+    results = []
+    for seed in args.seeds:
+        run = trained(args, seed)
+        stem = run.parent / f"{run.name}-{args.scope}{args.fraction}"
+        reference = one_event(run, Path(f"{stem}-retrain"), "retrain", args.fraction, args.scope, seed)
+        results.append(event_row(reference, method="retrain", seed=seed, snapshots_read=[]))
+        for count in args.snapshots:
+            metrics = one_event(
+                run,
+                Path(f"{stem}-contrastive-k{count}"),
+                "contrastive",
+                args.fraction,
+                args.scope,
+                seed,
+                (f"unlearning.snapshots={count}",),
+            )
+            results.append(
+                event_row(
+                    metrics, method=f"contrastive, K={count}", seed=seed, snapshots_read=metrics["snapshots_read"]
+                )
+            )
+            print(
+                f"seed {seed} K={count} {metrics['snapshots_read']}: recall@20 {metrics['recall@20']:.4f} "
+                f"MIA {metrics['mia_auc']:.3f} server {metrics['mia_auc_server']:.3f}",
+                flush=True,
+            )
+    return results, render_snapshots(results, args)
+
+
+def render_snapshots(results: list[dict], args: argparse.Namespace) -> str:
+    reference = [r for r in results if r["method"] == "retrain"]
+    retrain = {k: float(np.mean([r[k] for r in reference])) for k in ("recall@20", "mia_auc_server")}
+    rows = []
+    for row in results:
+        rows.append(
+            (
+                f"{row['method']}: {row['snapshots_read'] or 'none'}" if row["method"] != "retrain" else "retrain",
+                f"{row['snapshot_bytes_read'] or 0:,}",
+                f"{row['recall@20']:.4f}",
+                f"{row['recall@20'] / retrain['recall@20']:.3f}",
+                f"{row['mia_auc']:.3f}",
+                f"{row['mia_auc_server']:.3f}",
+                f"{row['mia_auc_server'] - retrain['mia_auc_server']:+.3f}",
+                f"{row['unshared_mean_rank']:.0f}",
+                f"{row['seconds']:.1f}",
+            )
+        )
+    header = [
+        f"Dataset {args.dataset}, sharing mixed, {args.fraction:.0%} of the sharing users unshare "
+        f"({args.scope}); seeds {args.seeds}. Contrastive unlearning reading the first K stored snapshots "
+        "(the first is the clean anchor, the later ones extra negatives); bytes read = their size on disk.",
+        "",
+    ]
+    return "\n".join(header + markdown_table(SNAPSHOT_COLUMNS, rows)) + "\n"
 
 
 def sequential(args: argparse.Namespace) -> tuple[list[dict], str]:
@@ -447,6 +535,8 @@ def main(argv: list[str] | None = None) -> None:
     args.runs = args.runs or str(REPO / "bench" / "out" / "unlearning")
     if args.fru_log_rounds:
         results, text = fru_log_size(args)
+    elif args.snapshots:
+        results, text = snapshot_ablation(args)
     else:
         results, text = sequential(args) if args.sequential else table_of_methods(args)
     text = f"Command: `{command_line(__file__, argv)}`\nMachine: {machine_line(machine_facts(args.device))}\n\n" + text

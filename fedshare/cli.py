@@ -336,15 +336,23 @@ def run_unshare(args: argparse.Namespace) -> int:
     print(
         f"{metrics['method']}: {metrics['requests']} requests ({metrics['rejected']} rejected), "
         f"{metrics['unshared_interactions']} interactions, recall@20 {metrics['recall@20']:.4f}, "
-        f"MIA AUC {metrics['mia_auc']:.3f}, {metrics['seconds']:.1f}s, {metrics['storage_bytes']} bytes kept"
+        f"{attack_summary(metrics)}, {metrics['seconds']:.1f}s, {metrics['storage_bytes']} bytes kept"
     )
     if "retrain" in metrics:
+        retrained = metrics["retrain"]
         print(
-            f"retrain: recall@20 {metrics['retrain']['recall@20']:.4f}, MIA AUC {metrics['retrain']['mia_auc']:.3f}, "
-            f"{metrics['retrain']['seconds']:.1f}s"
+            f"retrain: recall@20 {retrained['recall@20']:.4f}, {attack_summary(retrained)}, {retrained['seconds']:.1f}s"
         )
     print(f"wrote {Path(args.out) / 'unlearning.json'}")
     return 0
+
+
+def attack_summary(metrics: dict) -> str:
+    """The membership attacks of an unlearning event, in one phrase."""
+    text = f"MIA AUC {metrics['mia_auc']:.3f} (strongest on the server's tables {metrics['mia_auc_server']:.3f}"
+    if "mia_auc_device" in metrics:
+        text += f", on the device's score {metrics['mia_auc_device']:.3f}"
+    return text + ")"
 
 
 def run_fetch(args: argparse.Namespace) -> int:

@@ -103,6 +103,7 @@ class EvalConfig:
 class UnlearningConfig:
     method: str = "contrastive"
     snapshot_rounds: list[int] = field(default_factory=lambda: [0, 50, 100])
+    snapshots: int = 1  # how many of the stored snapshots contrastive reads: the first K (-1: all; 0: none)
     rounds: int = 10
     weight: float = 1.0
     hops: int = 1
@@ -204,6 +205,7 @@ class Config:
             ),
             (self.eval.every >= 1 and self.eval.patience >= 1, "eval.every and eval.patience must be >= 1"),
             (0 <= self.unlearning.fru_alpha <= 1, "unlearning.fru_alpha must be in [0,1]"),
+            (self.unlearning.snapshots >= -1, "unlearning.snapshots must be -1 (all), 0 (none) or a count"),
             (0 < self.requests.fraction <= 1, "requests.fraction must be in (0,1]"),
             (self.requests.scope in ("all", "partial"), "requests.scope must be all or partial"),
             (self.requests.retention_days >= 0, "requests.retention_days must be >= 0"),

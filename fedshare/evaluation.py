@@ -145,43 +145,116 @@ def auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
 
 def server_scores(model: Model, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """The server model's score g_u . g_i for (user, item) pairs."""
+    return server_attack_scores(model, users, items)["graph"]
+
+
+def server_attack_scores(model: Model, users: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
+    """Every (user, item) score the server can compute from what it holds after unlearning.
+
+    ``graph``: its LightGCN output g_u . g_i; ``graph_layer0``: the layer-0 rows e_u . e_i;
+    ``graph_user_item_table``: g_u . q_i, the user's graph vector against the federated item table Q
+    that the alignment ties to the graph.  The server holds no other user vector (h_u stays on the
+    device), so these are all the per-user scores it can form.
+    """
+    server = model.server
+    with torch.no_grad():
+        global_users, global_items = server.propagate()
+        if global_users is None:
+            zeros = np.zeros(len(users))
+            return {"graph": zeros, "graph_layer0": zeros, "graph_user_item_table": zeros}
+        u = torch.tensor(users, device=global_users.device)
+        i = torch.tensor(items, device=global_users.device)
+
+        def dot(user_table: torch.Tensor, item_table: torch.Tensor) -> np.ndarray:
+            return (user_table[u] * item_table[i]).sum(-1).cpu().numpy()
+
+        return {
+            "graph": dot(global_users, global_items),
+            "graph_layer0": dot(server.graph_users, server.graph_items),
+            "graph_user_item_table": dot(global_users, server.item_table),
+        }
+
+
+def device_scores(model: Model, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The full score the user's device computes (its private state plus the downloaded tables)."""
+    user_vectors, item_vectors = model.scoring_vectors()
+    u = torch.tensor(users, device=user_vectors.device)
+    i = torch.tensor(items, device=user_vectors.device)
+    return (user_vectors[u] * item_vectors[i]).sum(-1).cpu().numpy()
+
+
+def two_sided(value: float) -> float:
+    """An attacker who may flip the decision: items that stand out by *low* scores leak as well."""
+    return max(value, 1.0 - value)
+
+
+def never_seen_items(interactions: Interactions, users: np.ndarray, seed: int) -> np.ndarray:
+    """One random item per entry of ``users`` that this user never interacted with (any split)."""
+    rng = np.random.default_rng([seed, 11])
+    seen = set(zip(interactions.table["user"].tolist(), interactions.table["item"].tolist()))
+    never = np.empty(len(users), dtype=np.int64)
+    for position, user in enumerate(users.tolist()):
+        item = int(rng.integers(interactions.n_items))
+        while (user, item) in seen:
+            item = int(rng.integers(interactions.n_items))
+        never[position] = item
+    return never
+
+
+def mean_rank(model: Model, users: np.ndarray, items: np.ndarray, chunk: int = 1024) -> float:
+    """Mean rank (1 = top) of each pair's item in the server's full ranking g_u . G_I for its user.
+
+    In chunks of pairs: all at once is pairs x items floats (gigabytes on Gowalla)."""
     with torch.no_grad():
         global_users, global_items = model.server.propagate()
         if global_users is None:
-            return np.zeros(len(users))
-        u = torch.tensor(users, device=global_users.device)
-        i = torch.tensor(items, device=global_users.device)
-        return (global_users[u] * global_items[i]).sum(-1).cpu().numpy()
+            return float("nan")
+        total = 0.0
+        for start in range(0, len(users), chunk):
+            u = torch.tensor(users[start : start + chunk], device=global_users.device)
+            i = torch.tensor(items[start : start + chunk], device=global_users.device)
+            scores = global_users[u] @ global_items.T
+            own = scores[torch.arange(len(u), device=scores.device), i]
+            total += float(((scores > own.unsqueeze(1)).sum(1) + 1).sum())
+        return total / max(len(users), 1)
 
 
-def forgetting_metrics(model: Model, interactions: Interactions, pairs: pd.DataFrame, seed: int) -> dict[str, float]:
-    """MIA AUC (unshared pairs vs never-seen pairs of the same users, by server score) and the mean
-    rank of the unshared items in the server model's full ranking for their user (1 = top)."""
-    rng = np.random.default_rng([seed, 11])
-    users = pairs["user"].to_numpy()
-    seen = set(zip(interactions.table["user"].tolist(), interactions.table["item"].tolist()))
-    never = []
-    for user in users:
-        while True:
-            item = int(rng.integers(interactions.n_items))
-            if (int(user), item) not in seen:
-                never.append(item)
-                break
-    member = server_scores(model, users, pairs["item"].to_numpy())
-    non_member = server_scores(model, users, np.array(never))
-    with torch.no_grad():
-        global_users, global_items = model.server.propagate()
-        scores = global_users[torch.tensor(users)] @ global_items.T
-        own = scores[torch.arange(len(users)), torch.tensor(pairs["item"].to_numpy())]
-        ranks = (scores > own.unsqueeze(1)).sum(1) + 1
-    return {"mia_auc": auc(member, non_member), "unshared_mean_rank": float(ranks.float().mean())}
+def forgetting_metrics(
+    model: Model, interactions: Interactions, pairs: pd.DataFrame, seed: int, device_attack: bool = False
+) -> dict[str, Any]:
+    """Membership attacks on the unshared pairs against random never-seen pairs of the same users.
+
+    ``mia_auc``: ROC AUC of the server's LightGCN score g_u . g_i (0.5 = indistinguishable).
+    ``mia_auc_server``: the strongest attack on everything the server holds (``server_attack_scores``,
+    each two-sided), with each score's AUC in ``mia_auc_by_score``.  ``mia_auc_device`` (with
+    ``device_attack``, for delete requests, whose data leaves the device too): the two-sided AUC of
+    the device's own full score.  ``unshared_mean_rank``: mean rank of each unshared item in the
+    server's ranking for its user (1 = top).  Compare every value with the same measure on retrain.
+    """
+    users, items = pairs["user"].to_numpy(), pairs["item"].to_numpy()
+    never = never_seen_items(interactions, users, seed)
+    members, non_members = server_attack_scores(model, users, items), server_attack_scores(model, users, never)
+    by_score = {name: auc(members[name], non_members[name]) for name in members}
+    metrics: dict[str, Any] = {
+        "mia_auc": by_score["graph"],
+        "mia_auc_server": max(two_sided(value) for value in by_score.values()),
+        "mia_auc_by_score": by_score,
+        "unshared_mean_rank": mean_rank(model, users, items),
+    }
+    if device_attack and model.clients is not None:
+        metrics["mia_auc_device"] = two_sided(
+            auc(device_scores(model, users, items), device_scores(model, users, never))
+        )
+    return metrics
 
 
-def unlearning_metrics(model: Model, interactions: Interactions, mask, pairs, seed: int) -> dict[str, Any]:
+def unlearning_metrics(
+    model: Model, interactions: Interactions, mask, pairs, seed: int, device_attack: bool = False
+) -> dict[str, Any]:
     requesting = np.zeros(interactions.n_users, dtype=bool)
     requesting[pairs["user"].unique()] = True
     metrics = evaluate(model, interactions, "test", {"requesting": requesting, "others": ~requesting})
-    metrics.update(forgetting_metrics(model, interactions, pairs, seed))
+    metrics.update(forgetting_metrics(model, interactions, pairs, seed, device_attack))
     return metrics
 
 

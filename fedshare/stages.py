@@ -230,7 +230,8 @@ def unshare_stage(
         UpdateLog.of_run(run_dir) if METHODS[method].needs_update_log else None,
     )
     result = unlearn(job, method)
-    metrics = unlearning_metrics(result.model, new_interactions, new_mask, accepted.pairs, seed)
+    delete = mode == "delete"  # the data left the device too: attack the device's own score as well
+    metrics = unlearning_metrics(result.model, new_interactions, new_mask, accepted.pairs, seed, delete)
     metrics.update(
         {
             "method": method,
@@ -242,6 +243,8 @@ def unshare_stage(
             "unshared_interactions": len(accepted.pairs),
             "users_affected": int(accepted.pairs["user"].nunique()),
             "affected_nodes": {"users": result.affected_users, "items": result.affected_items},
+            "snapshots_read": result.snapshots_read,
+            "snapshot_bytes_read": snapshots.bytes_on_disk(result.snapshots_read),
         }
     )
     kept = carry_snapshots(snapshots, SnapshotStore(out / "snapshots"), result)
@@ -259,7 +262,9 @@ def unshare_stage(
             ),
             "retrain",
         )
-        metrics["retrain"] = unlearning_metrics(reference.model, new_interactions, new_mask, accepted.pairs, seed)
+        metrics["retrain"] = unlearning_metrics(
+            reference.model, new_interactions, new_mask, accepted.pairs, seed, delete
+        )
         metrics["retrain"]["seconds"] = round(reference.seconds, 3)
         metrics["embedding_distance_to_retrain"] = embedding_distance(result.model, reference.model)
 

@@ -12,7 +12,7 @@ from fedshare.cli import build_parser
 from fedshare.config import load_config
 from fedshare.data.requests import read_requests, resolve_requests
 from fedshare.errors import CorruptFileError, DataError
-from fedshare.evaluation import auc, server_scores
+from fedshare.evaluation import auc, mean_rank, server_attack_scores, server_scores, two_sided
 from fedshare.rundir import load_run
 from fedshare.stages import make_requests_stage, train_stage, unshare_stage
 from fedshare.storage import load_tensors
@@ -116,6 +116,43 @@ def test_auc_matches_its_definition():
     assert auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
     assert auc(np.array([1.0]), np.array([1.0])) == 0.5
     assert auc(np.array([1.0, 3.0]), np.array([2.0])) == 0.5
+
+
+def test_the_attacks_read_every_server_table_and_rank_in_chunks(trained_run):
+    _, _, _, model = load_run(trained_run)
+    users, items = np.array([0, 1, 2, 3, 4]), np.array([5, 6, 7, 8, 9])
+    scores = server_attack_scores(model, users, items)
+    assert set(scores) == {"graph", "graph_layer0", "graph_user_item_table"}
+    assert np.allclose(scores["graph"], server_scores(model, users, items))
+    q = model.server.item_table.detach().numpy()
+    global_users, _ = model.server.propagate()
+    expected = (global_users.detach().numpy()[users] * q[items]).sum(1)
+    assert np.allclose(scores["graph_user_item_table"], expected, atol=1e-5)
+    # Chunked ranks equal the ranks computed all at once, and a flipped attack counts as one.
+    assert mean_rank(model, users, items, chunk=2) == mean_rank(model, users, items, chunk=1024)
+    assert two_sided(0.2) == 0.8 and two_sided(0.7) == 0.7
+
+
+@pytest.mark.parametrize("count, read", [(0, []), (1, [0]), (-1, [0, 10, 20])])
+def test_contrastive_reads_as_many_snapshots_as_asked(trained_run, tmp_path, count, read):
+    metrics = unshare_stage(
+        trained_run,
+        tmp_path / "out",
+        "contrastive",
+        fraction=0.2,
+        track=False,
+        overrides=[f"unlearning.snapshots={count}"],
+    )
+    store = SnapshotStore(trained_run / "snapshots")
+    assert metrics["snapshots_read"] == read
+    assert metrics["snapshot_bytes_read"] == (store.bytes_on_disk(read) if read else 0)
+    assert 0.5 <= metrics["mia_auc_server"] <= 1 and "mia_auc_device" not in metrics
+
+
+def test_a_delete_is_also_attacked_on_the_device_score(trained_run, tmp_path):
+    metrics = unshare_stage(trained_run, tmp_path / "out", "none", fraction=0.2, mode="delete", track=False)
+    assert 0.5 <= metrics["mia_auc_device"] <= 1
+    assert set(metrics["mia_auc_by_score"]) == {"graph", "graph_layer0", "graph_user_item_table"}
 
 
 def test_fru_needs_the_update_log_and_says_how_to_get_it(trained_run, tmp_path):

@@ -44,6 +44,7 @@ class UnlearningResult:
     affected_items: int
     storage_bytes: int | None = 0  # bytes the method keeps for later events; None: the snapshots kept
     carried_snapshot: dict[str, torch.Tensor] | None = None  # a server state to keep as a snapshot
+    snapshots_read: list[int] = field(default_factory=list)  # rounds of the snapshots the method used
 
 
 @dataclass

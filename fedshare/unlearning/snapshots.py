@@ -29,5 +29,7 @@ class SnapshotStore:
     def load(self, round_number: int) -> dict[str, torch.Tensor]:
         return load_tensors(self.path(round_number))
 
-    def bytes_on_disk(self) -> int:
-        return sum(p.stat().st_size for p in self.folder.glob("snapshot-*.pt*"))
+    def bytes_on_disk(self, rounds: list[int] | None = None) -> int:
+        """Bytes of the snapshot files (with their sidecars): all, or those of ``rounds``."""
+        patterns = ["snapshot-*.pt*"] if rounds is None else [f"{self.path(r).name}*" for r in rounds]
+        return sum(p.stat().st_size for pattern in patterns for p in self.folder.glob(pattern))
