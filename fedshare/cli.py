@@ -281,8 +281,18 @@ def run_train(args: argparse.Namespace) -> int:
             "run.shards": args.shards,
         },
     )
+    withdrawn = None
+    if args.state:  # a model for a state folder respects every request it has applied
+        from fedshare.service.model_store import ModelStore
+
+        withdrawn = ModelStore(args.state).journal.applied_requests()
     metrics = train_stage(
-        config, Path(args.out), progress=not args.quiet, prepared_dir=args.prepared, masks_path=args.masks
+        config,
+        Path(args.out),
+        progress=not args.quiet,
+        prepared_dir=args.prepared,
+        masks_path=args.masks,
+        withdrawn=withdrawn,
     )
     print(summary_line(metrics))
     if config.run.backend == "ray":

@@ -72,7 +72,7 @@ def share_stage(
     interactions = Interactions.load(Path(prepared_dir))
     mask = build_mask(interactions, config.sharing, config.run.seed)
     if withdrawn is not None and not withdrawn.empty:
-        mask = withdraw_consent(mask, withdrawn)
+        _, mask = respect_withdrawals(interactions, mask, withdrawn)
     else:
         check(validate_masks(mask, interactions.table))  # withdrawn consent lowers ratios on purpose
     save_mask(mask, out / "masks.parquet")
@@ -88,11 +88,33 @@ def share_stage(
     return summary
 
 
-def withdraw_consent(mask: pd.DataFrame, withdrawn: pd.DataFrame) -> pd.DataFrame:
-    """Apply past unshare requests (raw IDs) to a freshly drawn mask, so retraining respects them."""
+def respect_withdrawals(
+    interactions: Interactions, mask: pd.DataFrame, withdrawn: pd.DataFrame | None
+) -> tuple[Interactions, pd.DataFrame]:
+    """Replay a state folder's applied requests (the journal's, raw IDs) on freshly drawn masks.
 
-    resolved = resolve_requests(withdrawn[["request_id", "user_id", "item_id"]], mask)
-    return apply_to_mask(mask, resolved.pairs)
+    What a user unshared stays private; what a user deleted also leaves the device's training data
+    (and the masks).  Every path that trains for a state folder calls this, so a retraining never
+    brings back withdrawn consent.  Replaying on masks that already respect a request is a no-op.
+    """
+    if withdrawn is None or withdrawn.empty:
+        return interactions, mask
+    pairs = resolve_requests(withdrawn[["request_id", "user_id", "item_id"]], mask).pairs
+    mask = apply_to_mask(mask, pairs)
+    deletes = set(withdrawn.loc[withdrawn["mode"] == "delete", "request_id"].astype(str))
+    deleted = pairs[pairs["request_id"].astype(str).isin(deletes)]
+    if not deleted.empty:
+        interactions, mask = apply_delete(interactions, mask, deleted)
+    return interactions, mask
+
+
+def without_deleted_pairs(interactions: Interactions, mask: pd.DataFrame) -> Interactions:
+    """The masks hold one row per training pair that still exists: a training pair they lack was
+    deleted (``respect_withdrawals`` in the share stage), so it leaves the device's data too."""
+    train = interactions.part("train")[["user", "item"]]
+    present = train.merge(mask[["user", "item"]], how="left", indicator=True)
+    missing = present[present["_merge"] == "left_only"][["user", "item"]]
+    return interactions if missing.empty else apply_delete(interactions, mask, missing)[0]
 
 
 def train_stage(
@@ -102,11 +124,13 @@ def train_stage(
     prepared_dir: str | Path | None = None,
     masks_path: str | Path | None = None,
     track: bool | None = None,
+    withdrawn: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on test and write the run directory; returns the metrics.
 
     With ``prepared_dir``/``masks_path`` (the DVC and Prefect stages) it starts from their outputs,
     otherwise it loads, splits and masks the data itself (one-shot ``fedshare train``).
+    ``withdrawn``: a state folder's applied requests, replayed on the masks (``respect_withdrawals``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,6 +138,8 @@ def train_stage(
         Interactions.load(Path(prepared_dir)) if prepared_dir else load_interactions(config.data, config.run.seed)
     )
     mask = load_mask(Path(masks_path)) if masks_path else build_mask(interactions, config.sharing, config.run.seed)
+    interactions, mask = respect_withdrawals(interactions, mask, withdrawn)
+    interactions = without_deleted_pairs(interactions, mask)
     save_config(config, out / "config.yaml")
     interactions.save(out)
     save_mask(mask, out / "masks.parquet")

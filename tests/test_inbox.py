@@ -309,3 +309,46 @@ def test_two_processes_started_at_once_apply_each_request_once(served, reference
     assert all(p.returncode == 0 for p in processes), results
     assert sum("requests applied" in out for out, _ in results) == 1  # the other found the inbox empty
     assert_same_outcome(state, reference)
+
+
+# -- retraining for a state folder -------------------------------------------------------------------
+
+
+def test_train_for_a_state_folder_never_reshares_or_keeps_withdrawn_data(served, tmp_path):
+    """After one user unshared everything and another deleted an item, `fedshare train --state`
+    shares none of it again, trains on none of the deleted pair, and its short (5-round) model does
+    not replace the served one, which is better on the same validation measure."""
+    state, inbox, overrides, mask = fresh(served, tmp_path)
+    sharing = sorted(mask.loc[mask["shared"], "user_id"].unique())
+    unsharer, deleter = int(sharing[0]), int(sharing[1])
+    deleted_item = int(mask.loc[mask["shared"] & (mask["user_id"] == deleter), "item_id"].iloc[0])
+    pd.DataFrame([{"request_id": "u-all", "user_id": unsharer, "item_id": ""}]).to_csv(inbox / "a.csv", index=False)
+    pd.DataFrame([{"request_id": "d-one", "user_id": deleter, "item_id": deleted_item}]).to_csv(
+        inbox / "delete-b.csv", index=False
+    )
+    config = load_config(None, overrides)
+    process_inbox(config, state, inbox, "contrastive")
+    served_before = ModelStore(state).require_current()
+
+    run = tmp_path / "short"
+    settings = [x for o in overrides if not o.startswith("federated.rounds") for x in ("--set", o)]
+    out = cli(["train", "--rounds", "1", "--state", str(state), "--out", str(run), *settings, "--quiet"])
+    assert out.returncode == 0, out.stderr
+    new_mask = pd.read_parquet(run / "masks.parquet")
+    assert not new_mask.loc[new_mask["user_id"] == unsharer, "shared"].any()
+    assert new_mask[(new_mask["user_id"] == deleter) & (new_mask["item_id"] == deleted_item)].empty
+    trained_on = pd.read_parquet(run / "interactions.parquet")
+    assert trained_on[(trained_on["user_id"] == deleter) & (trained_on["item_id"] == deleted_item)].empty
+    assert "kept the current model" in out.stdout
+    assert ModelStore(state).require_current() == served_before
+
+
+def test_a_run_that_reshares_withdrawn_pairs_is_refused(served, tmp_path):
+    state, inbox, overrides, mask = fresh(served, tmp_path)
+    user = int(sorted(mask.loc[mask["shared"], "user_id"].unique())[0])
+    pd.DataFrame([{"request_id": "u-all", "user_id": user, "item_id": ""}]).to_csv(inbox / "a.csv", index=False)
+    config = load_config(None, overrides)
+    process_inbox(config, state, inbox, "contrastive")
+    train_stage(config, tmp_path / "ignores-the-journal", progress=False)  # masks drawn afresh: user shares again
+    with pytest.raises(DataError, match="withdrew"):
+        publish(config, state, tmp_path / "ignores-the-journal")

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fedshare.config import Config
@@ -99,19 +100,59 @@ class ModelStore:
 
 
 def publish(config: Config, state: str | Path, run_dir: str | Path) -> bool:
-    """Make a training run the served model when it beats CURRENT on the validation metric."""
+    """Make a training run the served model when it beats CURRENT on the same validation measure.
 
+    Both models are scored now by the same code on the candidate's validation split and user subset
+    (``config.eval``): a number stored by another run, such as an unlearned model's test metric, is
+    not the same measure.  A candidate that shares a pair this state folder's journal withdrew is
+    refused (``DataError``), whatever its score.
+    """
     store = ModelStore(state)
-    metric = config.eval.metric
-    new_value = json.loads((Path(run_dir) / "metrics.json").read_text())["valid"][metric]
     with state_lock(store.folder):
+        refuse_withdrawn_pairs(store, Path(run_dir))
         current = store.current()
-        if current is not None and (current / "metrics.json").exists():
-            old = json.loads((current / "metrics.json").read_text())
-            old_value = old.get("valid", {}).get(metric, old.get(metric))
-            if old_value is not None and old_value >= new_value:
+        if current is not None and current.exists():
+            candidate_score, served_score = validation_scores(config, Path(run_dir), current)
+            if served_score >= candidate_score:
                 return False
         served = store.adopt(Path(run_dir))
         version_masks(store.folder, served / "masks.parquet")
         store.purge_superseded()
     return True
+
+
+def refuse_withdrawn_pairs(store: ModelStore, run_dir: Path) -> None:
+    """Raise if the run's masks still share anything the journal's applied requests took back."""
+    from fedshare.data.requests import resolve_requests
+    from fedshare.data.sharing import load_mask
+
+    withdrawn = store.journal.applied_requests()
+    if withdrawn.empty:
+        return
+    again = resolve_requests(withdrawn[["request_id", "user_id", "item_id"]], load_mask(run_dir / "masks.parquet"))
+    if not again.pairs.empty:
+        raise DataError(
+            f"{run_dir} shares {len(again.pairs)} pairs that users of {store.folder} withdrew "
+            f"(requests {', '.join(sorted(set(again.pairs['request_id'].astype(str)))[:5])}); "
+            f"train it with --state {store.folder} so their requests are replayed"
+        )
+
+
+def validation_scores(config: Config, candidate: Path, served: Path) -> tuple[float, float]:
+    """``config.eval.metric`` on validation for the candidate and the served model, computed alike."""
+    from fedshare.evaluation import evaluate, validation_users
+    from fedshare.rundir import load_run
+
+    _, interactions, _, candidate_model = load_run(candidate)
+    _, served_interactions, _, served_model = load_run(served)
+    same_indices = np.array_equal(interactions.user_ids, served_interactions.user_ids) and np.array_equal(
+        interactions.item_ids, served_interactions.item_ids
+    )
+    if not same_indices:
+        raise DataError(f"{served} serves a model of other users or items than {candidate}: they cannot be compared")
+    users = validation_users(interactions, config.eval.valid_users, config.run.seed)
+    metric = config.eval.metric
+    return (
+        evaluate(candidate_model, interactions, "valid", users=users)[metric],
+        evaluate(served_model, interactions, "valid", users=users)[metric],
+    )
