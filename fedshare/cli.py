@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--state",
         metavar="DIR",
-        help="then serve the run from this state folder if it beats the current "
-        "model on validation (what the unlearning flow works on)",
+        help="train for this state folder (what the unlearning flow works on): its applied requests are "
+        "replayed on the masks (nothing withdrawn is shared again, nothing deleted is trained on), and the "
+        "run is served only if it beats the served model on the same validation measure",
     )
     add_config_arguments(train)
     train.set_defaults(handler=run_train)
