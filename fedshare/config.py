@@ -105,6 +105,7 @@ class UnlearningConfig:
     snapshot_rounds: list[int] = field(default_factory=lambda: [0, 50, 100])
     snapshots: int = 1  # how many of the stored snapshots contrastive reads: the first K (-1: all; 0: none)
     rounds: int = 10
+    device_steps: int = 100  # a delete: local steps with which each deleting device refits its private vector
     weight: float = 1.0
     hops: int = 1
     fru_alpha: float = 0.0
@@ -205,6 +206,7 @@ class Config:
             ),
             (self.eval.every >= 1 and self.eval.patience >= 1, "eval.every and eval.patience must be >= 1"),
             (0 <= self.unlearning.fru_alpha <= 1, "unlearning.fru_alpha must be in [0,1]"),
+            (self.unlearning.device_steps >= 0, "unlearning.device_steps must be >= 0"),
             (self.unlearning.snapshots >= -1, "unlearning.snapshots must be -1 (all), 0 (none) or a count"),
             (0 < self.requests.fraction <= 1, "requests.fraction must be in (0,1]"),
             (self.requests.scope in ("all", "partial"), "requests.scope must be all or partial"),

@@ -254,6 +254,7 @@ def unshare_stage(
         seed,
         snapshots,
         UpdateLog.of_run(run_dir) if METHODS[method].needs_update_log else None,
+        delete=mode == "delete",
     )
     result = unlearn(job, method)
     delete = mode == "delete"  # the data left the device too: attack the device's own score as well

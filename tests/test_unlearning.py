@@ -191,3 +191,48 @@ def test_the_registry_is_the_one_list_of_methods():
         assert parser.parse_args([*base, name]).method == name
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "no-such-method"])
+
+
+def test_a_delete_that_removes_an_items_last_pair_keeps_every_index(tmp_path):
+    """Deleting the only interaction of an item must not shrink the item index on reload (the trained
+    tables still have its row); before the index maps were saved this corrupted memory."""
+    data = tmp_path / "inter.csv"
+    raw = synthetic_raw(n_users=30, n_items=50, per_user=12)
+    lonely_user = int(raw["user_id"].iloc[0])
+    raw = pd.concat([raw, pd.DataFrame([{**raw.iloc[0].to_dict(), "item_id": 999999}])], ignore_index=True)
+    raw.to_csv(data, index=False)
+    config = load_config(
+        None,
+        [
+            f"data.dataset={data}",
+            "sharing.policy=all",
+            "federated.rounds=4",
+            "eval.every=2",
+            "model.dim=8",
+            "tracking.enabled=false",
+        ],
+    )
+    train_stage(config, tmp_path / "run", progress=False)
+    _, interactions, mask, _ = load_run(tmp_path / "run")
+    if not mask[(mask["item_id"] == 999999)].shared.any():
+        pytest.skip("the lonely item fell into validation or test on this seed")
+    requests = pd.DataFrame([{"request_id": "d", "user_id": lonely_user, "item_id": 999999}])
+    requests.to_csv(tmp_path / "delete.csv", index=False)
+    unshare_stage(
+        tmp_path / "run", tmp_path / "out", "none", requests_file=tmp_path / "delete.csv", mode="delete", track=False
+    )
+    _, after, _, model = load_run(tmp_path / "out")
+    assert after.n_items == interactions.n_items and after.n_users == interactions.n_users
+    assert list(after.item_ids) == list(interactions.item_ids)
+    assert model.server.item_table.shape[0] == interactions.n_items
+
+
+def test_a_delete_redraws_and_refits_the_deleting_devices_vector(trained_run, tmp_path):
+    _, _, _, before = load_run(trained_run)
+    unshare_stage(trained_run, tmp_path / "out", "none", fraction=0.2, mode="delete", track=False)
+    _, after_data, _, after = load_run(tmp_path / "out")
+    deleting = pd.read_csv(tmp_path / "out" / "applied.csv")["user"].unique()
+    others = np.setdiff1d(np.arange(after_data.n_users), deleting)
+    moved = (after.clients.user_emb - before.clients.user_emb).norm(dim=1).detach().numpy()
+    assert (moved[deleting] > 1e-3).all()  # every deleting device has a new vector
+    assert np.allclose(moved[others], 0)  # nobody else's device changed

@@ -40,14 +40,33 @@ class Interactions:
         return self.table[self.table["split"] == split]
 
     def save(self, folder: Path) -> None:
-        atomic_write_parquet(self.table, folder / "interactions.parquet")
+        # The index maps travel in the file's metadata: a delete can remove an item's (or a user's)
+        # last pair, and indices must not shift or shrink for the tables trained on them.
+        frame = self.table.copy(deep=False)
+        frame.attrs = {"user_ids": self.user_ids.tolist(), "item_ids": self.item_ids.tolist()}
+        atomic_write_parquet(frame, folder / "interactions.parquet")
 
     @classmethod
     def load(cls, folder: Path) -> "Interactions":
         table = pd.read_parquet(folder / "interactions.parquet")
-        user_ids = table.drop_duplicates("user").sort_values("user")["user_id"].to_numpy()
-        item_ids = table.drop_duplicates("item").sort_values("item")["item_id"].to_numpy()
+        maps, table.attrs = table.attrs, {}  # attrs would be copied along with every derived frame
+        if "user_ids" in maps and "item_ids" in maps:
+            user_ids = pd.Series(maps["user_ids"], dtype=table["user_id"].dtype).to_numpy()
+            item_ids = pd.Series(maps["item_ids"], dtype=table["item_id"].dtype).to_numpy()
+        else:  # written before the maps were kept: rebuilt from the rows (an index without rows: None)
+            user_ids, item_ids = index_map(table, "user"), index_map(table, "item")
         return cls(table, user_ids, item_ids)
+
+
+def index_map(table: pd.DataFrame, kind: str) -> np.ndarray:
+    """index -> raw ID of ``kind`` (user or item) from the rows; an index left without rows maps to None."""
+    first = table.drop_duplicates(kind).sort_values(kind)
+    size = int(table[kind].max()) + 1 if len(table) else 0
+    if len(first) == size:
+        return first[f"{kind}_id"].to_numpy()
+    ids = np.full(size, None, dtype=object)
+    ids[first[kind].to_numpy()] = first[f"{kind}_id"].to_numpy()
+    return ids
 
 
 def prepare(raw: pd.DataFrame, config: DataConfig, seed: int) -> Interactions:

@@ -3,6 +3,7 @@ and the first step all in-place methods share: the server takes the cleaned grap
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ import torch
 from fedshare.config import UnlearningConfig
 from fedshare.data.interactions import Interactions
 from fedshare.data.sharing import SharedGraph, global_view_weights, shared_graph
-from fedshare.federated.client import ClientStore
+from fedshare.federated.client import ClientStore, client_updates
 from fedshare.federated.simulation import Model
 from fedshare.unlearning.snapshots import SnapshotStore
 
@@ -33,6 +34,7 @@ class UnlearningJob:
     snapshots: SnapshotStore | None = None  # contrastive: the clean round-0 embeddings
     update_log: UpdateLog | None = None  # fru: the log written during training
     options: dict[str, Any] = field(default_factory=dict)  # method-specific extras (fru: calibrated, ...)
+    delete: bool = False  # a delete request: the data also left the requesting devices
 
 
 @dataclass
@@ -85,8 +87,30 @@ def clean_server(job: UnlearningJob) -> CleanedServer:
         )
         fresh.load_state(model.clients.state())
         model.clients = fresh
+        if job.delete:
+            refit_deleting_devices(model, job.pairs["user"].unique(), generator, job.settings.device_steps)
     node_users, node_items = affected_nodes(old_graph, job.pairs, job.settings.hops)
     return CleanedServer(generator, dirty_users, dirty_items, node_users, node_items)
+
+
+def refit_deleting_devices(model: Model, users, generator: torch.Generator, steps: int) -> None:
+    """The device's own part of a delete: its private user vector was trained on the deleted items and
+    still ranks them high on the device (the device-score attack of docs/method.md).  Each deleting
+    device redraws that vector and its Adam state, as at the start of training, and fits it again
+    with ``steps`` local steps on the data it still holds, against the downloaded tables.  The item
+    changes of these steps stay on the device; nothing is uploaded."""
+    store, config = model.clients, model.config
+    users = torch.as_tensor(users, device=store.user_emb.device)
+    with torch.no_grad():
+        fresh = torch.randn(len(users), store.user_emb.shape[1], generator=generator, device=users.device)
+        store.user_emb[users] = fresh * config.model.init_std
+        store.exp_avg[users], store.exp_avg_sq[users], store.steps[users] = 0.0, 0.0, 0
+    users = users[store.counts[users] > 0]  # a device left with no data has nothing to fit
+    if steps <= 0 or users.numel() == 0:
+        return
+    broadcast = model.server.broadcast(*model.server.propagate())
+    federated = dataclasses.replace(config.federated, local_steps=steps)
+    client_updates(store, broadcast, torch.sort(users).values, config.model, federated, generator)
 
 
 def replace_graph(model: Model, mask: pd.DataFrame, interactions: Interactions) -> None:
