@@ -54,7 +54,7 @@ def unlearn(job: UnlearningJob) -> UnlearningResult:
 def used_snapshots(snapshots: SnapshotStore | None, count: int) -> list[int]:
     """The rounds of the snapshots this event reads: the first ``count`` stored (-1: all; 0: none).
 
-    The first (round 0 after training) is the clean anchor; the later ones hold the data's influence
+    The first (round 0, taken before any training) is the clean anchor; the later ones hold the data's influence
     at their round and serve as extra negatives."""
     stored = snapshots.rounds() if snapshots is not None else []
     return stored if count < 0 else stored[:count]
