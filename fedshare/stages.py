@@ -112,6 +112,8 @@ def without_deleted_pairs(interactions: Interactions, mask: pd.DataFrame) -> Int
     """The masks hold one row per training pair that still exists: a training pair they lack was
     deleted (``respect_withdrawals`` in the share stage), so it leaves the device's data too."""
     train = interactions.part("train")[["user", "item"]]
+    if len(train) == len(mask):  # the common case: nothing was deleted, no merge needed
+        return interactions
     present = train.merge(mask[["user", "item"]], how="left", indicator=True)
     missing = present[present["_merge"] == "left_only"][["user", "item"]]
     return interactions if missing.empty else apply_delete(interactions, mask, missing)[0]
@@ -245,6 +247,7 @@ def unshare_stage(
     accepted, new_mask, new_interactions = accept_requests(requests, mask, interactions, mode, out)
 
     snapshots = SnapshotStore(Path(run_dir) / "snapshots")
+    delete = mode == "delete"  # the data leaves the devices too (and their own score is attacked)
     job = UnlearningJob(
         model,
         new_interactions,
@@ -254,10 +257,9 @@ def unshare_stage(
         seed,
         snapshots,
         UpdateLog.of_run(run_dir) if METHODS[method].needs_update_log else None,
-        delete=mode == "delete",
+        delete=delete,
     )
     result = unlearn(job, method)
-    delete = mode == "delete"  # the data left the device too: attack the device's own score as well
     metrics = unlearning_metrics(result.model, new_interactions, new_mask, accepted.pairs, seed, delete)
     metrics.update(
         {
