@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedshare", description="Federated recommendation with personalized data sharing (and unsharing)."
     )
+    from fedshare import __version__
+
+    parser.add_argument("--version", action="version", version=f"fedshare {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
@@ -308,14 +311,21 @@ def run_train(args: argparse.Namespace) -> int:
         tracked = metrics["tracking"]
         print(
             f"MLflow: run {tracked['run_id']} in {tracked['experiment']}, model version {tracked['model_version']}"
-            f"{' (champion)' if tracked['champion'] else ''}; "
+            f"{' (alias candidate)' if tracked['model_version'] else ''}; "
             f"browse with: mlflow ui --backend-store-uri {tracked['tracking_uri']}"
         )
     if args.state:
         from fedshare.service.model_store import publish
 
         served = publish(config, args.state, args.out)
-        print(f"{args.state}: {'now serving this run' if served else 'kept the current model (better on validation)'}")
+        if not served:
+            print(f"{args.state}: kept the current model (better on validation)")
+        else:
+            version = metrics.get("tracking", {}).get("model_version")
+            print(
+                f"{args.state}: now serving this run"
+                + (f" (MLflow alias champion: version {version})" if version else "")
+            )
     return 0
 
 

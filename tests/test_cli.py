@@ -15,6 +15,13 @@ def fedshare(*args, cwd=REPO):
     )
 
 
+def test_version_is_the_installed_package_version():
+    from importlib.metadata import version
+
+    out = fedshare("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"fedshare {version('fedshare')}"
+
+
 def test_help_explains_every_option():
     out = fedshare("train", "--help")
     assert out.returncode == 0
