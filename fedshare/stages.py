@@ -303,7 +303,9 @@ def unshare_stage(
     save_model(TrainResult(result.model, 0, {}), out)
     atomic_write_json(out / "unlearning.json", metrics)
     if config.tracking.enabled if track is None else track:
-        metrics["tracking"] = track_unlearning(config, Path(run_dir), out, result.model, metrics)
+        metrics["tracking"] = track_unlearning(
+            config, Path(run_dir), out, result.model, metrics, new_interactions.table, new_mask
+        )
         atomic_write_json(out / "unlearning.json", metrics)
     return metrics
 
@@ -347,7 +349,9 @@ def carry_snapshots(snapshots: SnapshotStore, kept: SnapshotStore, result: Unlea
     return kept
 
 
-def track_unlearning(config: Config, run_dir: Path, out: Path, model: Model, metrics: dict[str, Any]) -> dict[str, Any]:
+def track_unlearning(
+    config: Config, run_dir: Path, out: Path, model: Model, metrics: dict[str, Any], interactions_table, mask
+) -> dict[str, Any]:
     """Log the event to MLflow, next to the run it started from; writes tracking.json."""
     parent_file = run_dir / "tracking.json"
     parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
@@ -357,7 +361,9 @@ def track_unlearning(config: Config, run_dir: Path, out: Path, model: Model, met
     storage = {f"{metrics['method']} (this event)": metrics["storage_bytes"], "retrain": 0}
     if trained.get("fru_log_bytes"):  # only what was measured: the FRU log exists if the run wrote one
         storage["fru (update log of the run)"] = trained["fru_log_bytes"]
-    tracked = log_unlearning(config, out, metrics, item_vectors, item_vectors.shape[1], parent, storage).to_dict()
+    tracked = log_unlearning(
+        config, out, metrics, item_vectors, item_vectors.shape[1], parent, storage, interactions_table, mask
+    ).to_dict()
     atomic_write_json(out / "tracking.json", tracked)
     return tracked
 

@@ -88,6 +88,8 @@ def training_flow(
     if config.tracking.enabled:
         metrics["tracking"] = track_task(work / "run")
     metrics["served"] = publish_task(config, state, work / "run")
+    if "tracking" in metrics:  # publish moved MLflow's champion alias if, and only if, it served the run
+        metrics["tracking"]["champion"] = metrics["served"]
     print(summary_line(metrics) + ("  (now served)" if metrics["served"] else ""))
     if not keep_workdir:  # the served copy lives in the state folder; a stray copy would outlive unsharing
         shutil.rmtree(work)

@@ -7,15 +7,23 @@ What is logged, and why:
   ``log_batch`` in chunks, the test metrics, the interactions and sharing masks as dataset inputs
   (digest, schema and size, never the rows), a Recall-vs-round plot and the model;
 * an unlearning event: a run of its own, tagged with the run and model version it started from,
-  with ``storage_bytes``, ``seconds``, utility and forgetting metrics, the method and how many
-  requests and users it touched.
+  with the same parameters and dataset inputs, ``storage_bytes``, ``seconds``, utility and
+  forgetting metrics, the method and how many requests and users it touched.
+
+Both kinds use one metric naming (``run_metrics``): ``test/recall_at_20``, ``valid/recall_at_20``
+(the selected model's, logged at the step of its round), ``curve/valid/recall_at_20`` (the
+validation curve as it happened), ``mia_auc``, ``seconds``, ... so the compare view lines them up.
 
 The logged model is the *server's* scorer: ``scores = user_vectors @ item_vectors.T`` with the
 global item vectors inside.  The user vectors are an input, computed on each device, so no private
-user embedding ever reaches the tracking server.  The ``champion`` alias of the registered model
-moves to a new training version only when its validation metric beats the champion's; after an
-unlearning event it always moves to the unlearned version, because the older versions still carry
-the influence of data a user has withdrawn.
+user embedding ever reaches the tracking server.
+
+Aliases of the registered model: ``candidate`` names the latest registered version, whatever
+produced it (a one-off experiment, a state folder's training, an unlearning event).  ``champion``
+always names the model a state folder serves and nothing else moves it: ``mark_served`` is called
+by the state folder when a training run beats the served model on the same validation measure
+(``fedshare.service.model_store.publish``) and when an unlearning event has been applied and
+measured (``fedshare.service.inbox.apply``).
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ from fedshare.config import Config
 from fedshare.data.loading import KNOWN_DATASETS
 from fedshare.errors import ConfigError
 
-CHAMPION = "champion"
+CHAMPION = "champion"  # the model a state folder serves
+CANDIDATE = "candidate"  # the latest registered version
 
 
 BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
@@ -115,6 +124,22 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
+def run_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """One naming for every run, so that MLflow's compare view lines training and unlearning up:
+    ranking metrics measured on test are ``test/[group/]recall_at_20``, the selected model's
+    validation metrics ``valid/...``, anything else (seconds, storage_bytes, mia_auc, ...) keeps
+    its name; a nested block (an unlearning event's ``retrain`` reference) gets its name as prefix."""
+    flat: dict[str, float] = {}
+    for key, value in flat_metrics({k: v for k, v in metrics.items() if k != "valid"}).items():
+        parts = key.split("/")
+        if "_at_" in parts[-1]:  # a ranking metric (recall_at_20, from '@'): measured on the test split
+            at = 1 if parts[0] == "retrain" else 0
+            key = "/".join(parts[:at] + ["test"] + parts[at:])
+        flat[key] = value
+    flat.update(flat_metrics(metrics.get("valid", {}), "valid/"))
+    return flat
+
+
 def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     params: dict[str, str] = {}
     for key, value in tree.items():
@@ -125,13 +150,15 @@ def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return params
 
 
-def log_metric_history(client, run_id: str, history: list[dict[str, Any]], step_key: str = "round") -> int:
+def log_metric_history(
+    client, run_id: str, history: list[dict[str, Any]], step_key: str = "round", prefix: str = ""
+) -> int:
     """Per-round metrics in batches of at most 1000 values; returns how many were sent."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     metrics = [
-        Metric(metric_key(key), float(value), now, int(row[step_key]))
+        Metric(prefix + metric_key(key), float(value), now, int(row[step_key]))
         for row in history
         for key, value in row.items()
         if key != step_key and isinstance(value, (int, float)) and np.isfinite(value)
@@ -169,21 +196,22 @@ def log_training(
         "fedshare.method": config.run.method,
         "fedshare.sharing": config.sharing.policy,
         "fedshare.dataset": config.data.dataset,
-        "fedshare.run_dir": str(Path(run_dir).resolve()),
+        "fedshare.run_dir": run_dir_tag(run_dir),
     }
     mlflow, uri, experiment, run = _start(config, run_name, tags)
     with run:
         mlflow.log_params(flat_params(config.to_dict()))
-        log_metric_history(mlflow.MlflowClient(), run.info.run_id, history)
-        mlflow.log_metrics(flat_metrics({k: v for k, v in metrics.items() if k != "valid"}, "test/"))
-        mlflow.log_metrics(flat_metrics(metrics.get("valid", {}), "valid/"))
+        # The curve as it happened (curve/valid/..., curve/server_bpr, one step per validated round);
+        # the selected model's values are the run's summary, at the step of the round selected.
+        log_metric_history(mlflow.MlflowClient(), run.info.run_id, history, prefix="curve/")
+        mlflow.log_metrics(run_metrics(metrics), step=int(metrics.get("best_round", 0)))
         _log_inputs(mlflow, interactions_table, mask, config)
         mlflow.log_figure(recall_plot(history, config.eval.metric), "plots/validation_vs_round.png")
         mlflow.log_dict(metrics, "metrics.json")
         version = _log_model(mlflow, config, item_vectors, user_dim) if config.tracking.register else None
-    validation = metrics.get("valid", {}).get(config.eval.metric)
-    champion = _maybe_promote(mlflow, config, version, validation) if version else False
-    return TrackedRun(run.info.run_id, experiment, version, champion, uri)
+    if version:
+        _client(mlflow).set_registered_model_alias(names(config)[1], CANDIDATE, version)
+    return TrackedRun(run.info.run_id, experiment, version, False, uri)
 
 
 def log_unlearning(
@@ -194,8 +222,11 @@ def log_unlearning(
     user_dim: int,
     parent: dict[str, Any] | None,
     storage: dict[str, int] | None = None,
+    interactions_table=None,
+    mask=None,
 ) -> TrackedRun:
-    """Log one unlearning event as its own run, linked to the run/model it started from.
+    """Log one unlearning event as its own run, linked to the run/model it started from, with the
+    same parameters, dataset inputs and metric names as a training run (``run_metrics``).
 
     ``storage``: bytes on disk that each approach keeps for unlearning, as measured for this run
     (e.g. this event's snapshots, the FRU update log if the run wrote one); plotted as a bar chart.
@@ -207,31 +238,25 @@ def log_unlearning(
         "fedshare.method": metrics["method"],
         "fedshare.mode": metrics.get("mode", ""),
         "fedshare.dataset": config.data.dataset,
-        "fedshare.run_dir": str(Path(event_dir).resolve()),
+        "fedshare.run_dir": run_dir_tag(event_dir),
         "fedshare.parent_run_id": str(parent.get("run_id", "")),
         "fedshare.parent_model_version": str(parent.get("model_version", "")),
     }
     mlflow, uri, experiment, run = _start(config, run_name, tags)
     with run:
-        mlflow.log_params(
-            {
-                "unlearning.method": metrics["method"],
-                "unlearning.mode": metrics.get("mode"),
-                "unlearning.rounds": metrics.get("rounds"),
-                "unlearning.weight": config.unlearning.weight,
-                "unlearning.hops": config.unlearning.hops,
-                "sharing.policy": config.sharing.policy,
-                "run.seed": config.run.seed,
-            }
-        )
-        mlflow.log_metrics(flat_metrics(metrics))
+        params = flat_params(config.to_dict())
+        params.update({"unlearning.method": metrics["method"], "unlearning.mode": str(metrics.get("mode"))})
+        mlflow.log_params(params)
+        mlflow.log_metrics(run_metrics(metrics))
+        if interactions_table is not None and mask is not None:
+            _log_inputs(mlflow, interactions_table, mask, config)
         mlflow.log_dict(metrics, "unlearning.json")
         if storage:
             mlflow.log_figure(storage_plot(storage), "plots/storage_per_method.png")
         version = _log_model(mlflow, config, item_vectors, user_dim) if config.tracking.register else None
-    if version:  # older versions still carry the withdrawn data's influence
-        _client(mlflow).set_registered_model_alias(names(config)[1], CHAMPION, version)
-    return TrackedRun(run.info.run_id, experiment, version, bool(version), uri)
+    if version:  # champion moves only when a state folder serves it (mark_served)
+        _client(mlflow).set_registered_model_alias(names(config)[1], CANDIDATE, version)
+    return TrackedRun(run.info.run_id, experiment, version, False, uri)
 
 
 def log_events_plot(config: Config, events: list[dict[str, Any]]) -> None:
@@ -282,21 +307,21 @@ def _log_model(mlflow, config: Config, item_vectors: torch.Tensor, user_dim: int
     return str(info.registered_model_version)
 
 
-def _maybe_promote(mlflow, config: Config, version: str, validation: float | None) -> bool:
-    """Move ``champion`` to ``version`` when it beats the current champion on validation."""
+def mark_served(config: Config, version: str, run_id: str | None = None, served_dir: Path | None = None) -> None:
+    """Point ``champion`` at ``version``: the state folder now serves it (the only caller moving it).
+    The run's ``fedshare.run_dir`` tag then names the served folder, not the work folder it came from."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri(config))
     client = _client(mlflow)
-    model_name = names(config)[1]
-    key = "valid/" + metric_key(config.eval.metric)
-    try:
-        current = client.get_model_version_by_alias(model_name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        current = None
-    if current is not None and validation is not None:
-        best = client.get_run(current.run_id).data.metrics.get(key)
-        if best is not None and best >= validation:
-            return False
-    client.set_registered_model_alias(model_name, CHAMPION, version)
-    return True
+    client.set_registered_model_alias(names(config)[1], CHAMPION, str(version))
+    if run_id and served_dir is not None:
+        client.set_tag(run_id, "fedshare.run_dir", str(Path(served_dir).resolve()))
+
+
+def run_dir_tag(run_dir: Path) -> str:
+    """The folder a run will live in: a staged ``models/.tmp-N`` is renamed to ``models/N``."""
+    path = Path(run_dir).resolve()
+    return str(path.with_name(path.name.removeprefix(".tmp-")))
 
 
 def champion_version(config: Config) -> str | None:
@@ -386,6 +411,8 @@ def purge_superseded_models(config: Config, before: float, retention_seconds: fl
         if str(version.version) == champion or created >= before or now - created < retention_seconds:
             continue
         client.delete_model_version(model_name, version.version)
+        if version.run_id:  # its model folder was purged with it: the tag must not name a dead folder
+            client.set_tag(version.run_id, "fedshare.run_dir", "purged (superseded by an unlearning event)")
         model_id = (version.model_id or str(version.source).removeprefix("models:/")) if version.source else None
         if model_id and model_id.startswith("m-"):
             locations.append(client.get_logged_model(model_id).artifact_location)

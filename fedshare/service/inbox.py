@@ -21,6 +21,7 @@ but the journal still calls accepted are marked applied (``recover``).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from fedshare.mlops.validation import validate_requests
 from fedshare.mlops.versioning import purge_mask_versions, version_masks
 from fedshare.service.faults import crash_point
 from fedshare.service.journal import APPLIED, state_lock
-from fedshare.service.model_store import ModelStore
+from fedshare.service.model_store import ModelStore, mark_champion
 from fedshare.stages import unshare_stage
 from fedshare.storage import atomic_write_json
 
@@ -114,6 +115,7 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
     crash_point("versioned")
     store.journal.record_applied(taken.accepted["request_id"].tolist(), final.name)
     crash_point("applied")
+    mark_champion(final)  # the event is applied and measured: MLflow's champion is the served model
     event = {
         "event": event_number,
         "model": final.name,
@@ -123,7 +125,7 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
         "time": time.time(),
         "masks_version": masks_version,
         "metrics": {k: v for k, v in metrics.items() if k not in ("tracking", "retrain")},
-        "tracking": metrics.get("tracking", {}),
+        "tracking": json.loads((final / "tracking.json").read_text()) if (final / "tracking.json").exists() else {},
     }
     events = store.add_event(event)
     crash_point("event")

@@ -118,7 +118,27 @@ def publish(config: Config, state: str | Path, run_dir: str | Path) -> bool:
         served = store.adopt(Path(run_dir))
         version_masks(store.folder, served / "masks.parquet")
         store.purge_superseded()
+        mark_champion(served)
     return True
+
+
+def mark_champion(model_dir: Path) -> str | None:
+    """Point MLflow's ``champion`` alias at the registered version of the model a state folder now
+    serves (its ``tracking.json``), so that ``champion`` and ``CURRENT`` name the same model.
+    Returns the version, or None when the model was not registered."""
+    tracking_file = model_dir / "tracking.json"
+    if not tracking_file.exists():
+        return None
+    tracked = json.loads(tracking_file.read_text())
+    if not tracked.get("model_version"):
+        return None
+    from fedshare.config import load_config
+    from fedshare.mlops.tracking import mark_served
+
+    # The registered model's name comes from the config the model was logged with.
+    mark_served(load_config(model_dir / "config.yaml"), tracked["model_version"], tracked.get("run_id"), model_dir)
+    atomic_write_json(tracking_file, {**tracked, "champion": True})
+    return str(tracked["model_version"])
 
 
 def refuse_withdrawn_pairs(store: ModelStore, run_dir: Path) -> None:
