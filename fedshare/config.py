@@ -82,7 +82,7 @@ class FederatedConfig:
     graph_lr: float | None = None
     negatives: int = 1
     implementation: str = "vectorized"
-    sampler: str = "stream"
+    sampler: str = "auto"  # auto: counter on the ray backend, stream otherwise (resolved by Config.validate)
     chunk_interactions: int | str = "auto"
     server_batch: int = 0
     server_steps: int = 0
@@ -146,6 +146,8 @@ class Config:
         return dataclasses.asdict(self)
 
     def validate(self) -> "Config":
+        if self.federated.sampler == "auto":  # the shard-invariant sampler where shards need it
+            self.federated.sampler = "counter" if self.run.backend == "ray" else "stream"
         checks = [
             (self.run.method in METHODS, f"run.method must be one of {', '.join(METHODS)}, got {self.run.method!r}"),
             (
@@ -176,7 +178,7 @@ class Config:
                 self.federated.implementation in ("vectorized", "loop"),
                 "federated.implementation must be vectorized or loop",
             ),
-            (self.federated.sampler in ("stream", "counter"), "federated.sampler must be stream or counter"),
+            (self.federated.sampler in ("stream", "counter"), "federated.sampler must be auto, stream or counter"),
             (
                 self.federated.chunk_interactions == "auto"
                 or isinstance(self.federated.chunk_interactions, int)
@@ -192,7 +194,8 @@ class Config:
             (
                 self.run.backend != "ray" or self.federated.sampler == "counter",
                 "run.backend=ray needs federated.sampler=counter (the stream sampler's random numbers depend on how "
-                "clients are grouped); add --set federated.sampler=counter, and use it for a local run to compare with",
+                "clients are grouped); leave federated.sampler at auto, and give a local run to compare with "
+                "--set federated.sampler=counter",
             ),
             (
                 self.run.backend != "ray" or self.unlearning.fru_alpha == 0,

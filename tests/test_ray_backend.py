@@ -84,10 +84,11 @@ def test_counter_sampler_gives_the_same_round_whatever_the_grouping(counter_conf
     assert upload.abs().sum() > 0
 
 
-def test_ray_backend_needs_the_counter_sampler():
+def test_ray_backend_picks_the_counter_sampler_and_refuses_the_stream_one():
+    assert load_config(None, ["run.backend=ray"]).federated.sampler == "counter"  # auto, the default
+    assert load_config(None, []).federated.sampler == "stream"  # the published results' sampler
     with pytest.raises(ConfigError, match="federated.sampler=counter"):
-        load_config(None, ["run.backend=ray"])
-    assert load_config(None, ["run.backend=ray", "federated.sampler=counter"]).run.shards == 2
+        load_config(None, ["run.backend=ray", "federated.sampler=stream"])
 
 
 def test_users_are_split_into_balanced_contiguous_shards():
