@@ -13,8 +13,8 @@ import argparse
 
 from prefect import serve
 
+from flows.inbox import inbox_flow
 from flows.training import training_flow
-from flows.unlearning import unlearning_flow
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def deployments(retrain_cron: str, inbox_cron: str, overrides: list[str]) -> lis
             parameters={"overrides": overrides},
             tags=["fedshare", "training"],
         ),
-        unlearning_flow.to_deployment(
+        inbox_flow.to_deployment(  # light: imports the unlearning stack only when a file waits
             "inbox", cron=inbox_cron, parameters={"overrides": overrides}, tags=["fedshare", "unlearning"]
         ),
     ]

@@ -4,7 +4,10 @@ the current masks) -> journal -> new masks -> unlearn -> evaluate -> log the eve
     python -m flows.unlearning                   # process what is in requests.inbox now
 
 A file that cannot be parsed goes to inbox/failed/ with its reason; invalid rows are written to
-inbox/processed/<name>.rejections.csv; neither stops the flow for the valid requests.  The state
+inbox/processed/<name>.rejections.csv; neither stops the flow for the valid requests.  Each run
+publishes a table artifact (``inbox-outcomes``: one row per file), and a run in which a file could
+not be parsed ends Failed (``UnparsedFiles``) once every other file is handled, so an operator can
+alert on it.  The state
 lock is held for the whole flow, so two flows (or a flow and `fedshare process-inbox`) never apply
 the same requests twice.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from prefect import flow, task
+from prefect.artifacts import create_table_artifact
 
 from fedshare.config import load_config
 from fedshare.errors import DataError
@@ -22,6 +26,7 @@ from fedshare.service.journal import state_lock
 from fedshare.service.model_store import ModelStore
 from fedshare.threads import apply_thread_policy
 from fedshare.unlearning.registry import METHODS, methods_help
+from flows import route_library_logs
 
 
 @task(name="recover")
@@ -30,13 +35,14 @@ def recover_task(state: str) -> None:
 
 
 @task(name="intake")
-def intake_task(state: str, path) -> service.Intake | None:
+def intake_task(state: str, path) -> service.Intake | str:
+    """The checked file, or the reason it could not be parsed (it is then moved to failed/)."""
     try:
         return service.intake(ModelStore(state), path)
     except DataError as err:
         service.quarantine(path, err)
         print(f"{path.name}: not parsed, moved to failed/ ({err})")
-        return None
+        return str(err)
 
 
 @task(name="journal")
@@ -74,6 +80,7 @@ def unlearning_flow(
 ) -> list[dict]:
     config = load_config(config_path, overrides or [])
     apply_thread_policy()  # torch threads = the free cores (fedshare/threads.py)
+    route_library_logs()  # rounds and validation in the run's logs while it trains
     state, inbox = state or config.requests.state, inbox or config.requests.inbox
     method = method or config.unlearning.method
     outcomes = []
@@ -81,8 +88,8 @@ def unlearning_flow(
         recover_task(state)
         for path in service.pending_files(inbox):
             taken = intake_task(state, path)
-            if taken is None:
-                outcomes.append({"file": path.name, "error": "not parsed"})
+            if isinstance(taken, str):  # the reason it could not be parsed
+                outcomes.append({"file": path.name, "error": taken})
                 continue
             journal_task(state, taken)
             event = apply_task(config, state, taken, method) if not taken.accepted.empty else None
@@ -91,7 +98,11 @@ def unlearning_flow(
             outcomes.append(
                 {"file": path.name, "applied": len(taken.accepted), "rejected": len(taken.rejected), "event": event}
             )
-    return outcomes
+    if outcomes:
+        create_table_artifact(
+            key="inbox-outcomes", table=service.outcome_rows(outcomes), description="Request files of this run"
+        )
+    return service.check_outcomes(outcomes)
 
 
 def main() -> None:
@@ -102,7 +113,10 @@ def main() -> None:
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = parser.parse_args()
-    unlearning_flow(args.state, args.inbox, args.method, args.overrides, args.config)
+    try:
+        unlearning_flow(args.state, args.inbox, args.method, args.overrides, args.config)
+    except service.UnparsedFiles as err:
+        raise SystemExit(f"error: {err}") from None  # exit 1: the run is Failed in Prefect too
 
 
 if __name__ == "__main__":

@@ -167,12 +167,12 @@ def test_valid_requests_are_applied_whatever_junk_surrounds_them(served, tmp_pat
     assert not new_mask.loc[new_mask["user_id"] == all_user, "shared"].any()
 
 
-def test_unparseable_file_gives_one_line_exit_0_and_changes_nothing(served, tmp_path):
+def test_unparseable_file_gives_one_line_exit_3_and_changes_nothing(served, tmp_path):
     state, inbox, overrides, _ = fresh(served, tmp_path)
     (inbox / "bad.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00garbage")
     before = {p: p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file() and p.name != ".lock"}
     out = cli(inbox_args(state, inbox, overrides))
-    assert out.returncode == 0 and "Traceback" not in out.stderr
+    assert out.returncode == 3 and "Traceback" not in out.stderr and "could not be parsed" in out.stderr
     assert "not parsed, moved to failed/" in out.stdout
     assert {p: p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file() and p.name != ".lock"} == before
 

@@ -280,7 +280,7 @@ def test_prefect_yaml_deploys_both_flows_on_the_fedshare_pool(deployments):
     assert set(by_name) == {"nightly", "inbox"}
     expected = {
         "nightly": ("flows/training.py:training_flow", "0 3 * * *"),
-        "inbox": ("flows/unlearning.py:unlearning_flow", "*/10 * * * *"),
+        "inbox": ("flows/inbox.py:inbox_flow", "*/10 * * * *"),
     }
     for name, (entrypoint, cron) in expected.items():
         deployment = by_name[name]
@@ -569,7 +569,7 @@ def test_flows_against_real_mlflow_and_prefect_servers(tmp_path):
         )
 
         # 3. The unlearning deployment run by a process worker (the code found through the pull step)
-        inbox_deployment = http_json(f"{api}/deployments/name/fedshare-unlearning/inbox")
+        inbox_deployment = http_json(f"{api}/deployments/name/fedshare-inbox/inbox")
         # the same overrides as training: the flow's config names the registered model it purges
         unlearning_run = http_json(
             f"{api}/deployments/{inbox_deployment['id']}/create_flow_run", {"parameters": {"overrides": overrides}}
@@ -596,7 +596,10 @@ def test_flows_against_real_mlflow_and_prefect_servers(tmp_path):
             "inbox": str(home / "inbox"),
             "overrides": overrides,
         }
-        assert task_states(api, finished["id"]) == dict.fromkeys(declared_tasks("flows/unlearning.py"), "COMPLETED")
+        # the light inbox check found the file and ran the unlearning flow as its subflow
+        [unlearning] = flow_runs(api, "fedshare-unlearning")
+        assert unlearning["parent_task_run_id"] and unlearning["state_type"] == "COMPLETED"
+        assert task_states(api, unlearning["id"]) == dict.fromkeys(declared_tasks("flows/unlearning.py"), "COMPLETED")
         deployed = {d["name"]: d for d in http_json(f"{api}/deployments/filter", {})}
         assert {name: [s["schedule"]["cron"] for s in d["schedules"]] for name, d in deployed.items()} == {
             "nightly": ["0 3 * * *"],

@@ -39,6 +39,7 @@ from fedshare.mlops.versioning import purge_mask_versions, version_masks
 from fedshare.service.faults import crash_point
 from fedshare.service.journal import APPLIED, state_lock
 from fedshare.service.model_store import ModelStore, mark_champion
+from fedshare.service.pending import pending_files
 from fedshare.stages import unshare_stage
 from fedshare.storage import atomic_write_json
 
@@ -54,13 +55,38 @@ class Intake:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def pending_files(inbox: str | Path) -> list[Path]:
-    folder = Path(inbox)
-    return (
-        sorted(p for p in folder.glob("*.csv") if p.is_file() and not p.name.endswith(".rejections.csv"))
-        if folder.exists()
-        else []
-    )
+class UnparsedFiles(DataError):
+    """Some request files could not be parsed (quarantined in failed/); the others were processed.
+    Raised at the end of a run, so that a scheduler sees a failed run it can alert on."""
+
+    def __init__(self, outcomes: list[dict[str, Any]]):
+        self.outcomes = outcomes
+        failed = [o["file"] for o in outcomes if "error" in o]
+        super().__init__(
+            f"{len(failed)} request file(s) could not be parsed and were moved to failed/ with the reason: "
+            + ", ".join(failed)
+        )
+
+
+def check_outcomes(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The outcomes, or UnparsedFiles when a file failed (after every other file was handled)."""
+    if any("error" in outcome for outcome in outcomes):
+        raise UnparsedFiles(outcomes)
+    return outcomes
+
+
+def outcome_rows(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per file, for a report table (a Prefect artifact)."""
+    return [
+        {
+            "file": o["file"],
+            "outcome": "failed: " + o["error"] if "error" in o else "processed",
+            "applied": o.get("applied", 0),
+            "rejected": o.get("rejected", 0),
+            "model": (o.get("event") or {}).get("model", ""),
+        }
+        for o in outcomes
+    ]
 
 
 def intake(store: ModelStore, path: Path, validate: bool = True) -> Intake:
