@@ -23,8 +23,8 @@ examples:
   fedshare train --method central --out runs/central      # LightGCN on all data (the ceiling)
   fedshare train --sharing 0.5 --set model.contrastive_weight=0 --out runs/no-cl
   fedshare train --dataset data/my.csv --set data.columns.user=uid --set data.columns.item=iid --out runs/mine
-  fedshare train --backend ray --shards 4 --set federated.sampler=counter --out runs/ray   # local Ray instance
-  fedshare train --backend ray --ray-address auto --shards 64 --set federated.sampler=counter --out runs/cluster
+  fedshare train --backend ray --shards 4 --out runs/ray   # local Ray instance (sampler auto = counter)
+  fedshare train --backend ray --ray-address auto --shards 64 --out runs/cluster
 
 Defaults come from params.yaml; every key there can be changed with --set section.key=value.
 """
@@ -259,7 +259,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, quiet: bool = True) ->
         help="override one parameter, e.g. --set model.dim=32 (repeatable)",
     )
     if quiet:
-        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar and no progress log")
 
 
 def config_from(args: argparse.Namespace, flags: dict[str, object] | None = None):
@@ -451,6 +451,10 @@ def run_process_inbox(args: argparse.Namespace) -> int:
                     else ""
                 )
             )
+    failed = [outcome["file"] for outcome in outcomes if "error" in outcome]
+    if failed:  # every other file was handled; a non-zero exit lets cron or a scheduler alert
+        print(f"error: {len(failed)} file(s) could not be parsed (see failed/); exit 3", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -479,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         from fedshare.threads import apply_thread_policy
 
         apply_thread_policy()
+        if not getattr(args, "quiet", False):  # validation, early stopping, unlearning steps above the bar
+            from fedshare.logs import to_console
+
+            to_console()
     try:
         return args.handler(args)
     except USER_ERRORS as err:

@@ -9,6 +9,7 @@ Model selection (best round, early stopping) uses the validation split only.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -25,6 +26,8 @@ from fedshare.federated.simulation import Model, build_model, pick_device
 
 if TYPE_CHECKING:
     from fedshare.unlearning.fru import UpdateLog
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +75,16 @@ def train(
     if update_log is not None:
         update_log.start(model)
     validated = validation_users(interactions, config.eval.valid_users, config.run.seed)
+    log.info(
+        "training %s (sharing %s, seed %d): %d users, %d items, up to %d rounds, validation every %d",
+        config.run.method,
+        config.sharing.policy,
+        config.run.seed,
+        interactions.n_users,
+        interactions.n_items,
+        config.federated.rounds,
+        every,
+    )
     for round_number in bar:
         logs = run_round(model, generator, observer=update_log)
         rounds_run = round_number
@@ -90,7 +103,19 @@ def train(
         else:
             waited += 1
         bar.set_postfix({f"val {metric}": f"{validation[metric]:.4f}", "best": f"{best['value']:.4f}@{best['round']}"})
+        log.info(
+            "round %d/%d: valid %s %.4f (best %.4f at round %d), %.0f s",
+            round_number,
+            config.federated.rounds,
+            metric,
+            validation[metric],
+            best["value"],
+            best["round"],
+            time.perf_counter() - started,
+        )
         if waited >= patience or out_of_time:
+            why = "the time budget is spent" if out_of_time else f"no better validation in {patience} checks"
+            log.info("stopping at round %d: %s; keeping round %d", round_number, why, best["round"])
             break
     bar.close()
     if model.backend is not None:  # stop the shards (and Ray, if this run started it); restarts if used again

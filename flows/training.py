@@ -20,6 +20,7 @@ from fedshare.cli import summary_line
 from fedshare.config import load_config
 from fedshare.service.model_store import ModelStore, publish
 from fedshare.threads import apply_thread_policy
+from flows import route_library_logs
 
 
 @task(name="prepare", retries=2, retry_delay_seconds=5)  # reads the data: may hit a flaky disk or download
@@ -78,6 +79,7 @@ def training_flow(
 ) -> dict:
     config = load_config(config_path, overrides or [])
     apply_thread_policy()  # torch threads = the free cores (fedshare/threads.py)
+    route_library_logs()  # rounds and validation in the run's logs while it trains
     state = state or config.requests.state
     work = Path(workdir)
     prepare_task(config, work / "prepared")

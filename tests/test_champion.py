@@ -71,6 +71,9 @@ def test_champion_follows_the_served_model_on_every_path(tmp_path):
     assert {"test/recall_at_20", "test/ndcg_at_20"} <= set(training.data.metrics) & set(unlearning.data.metrics)
     assert training.data.params["federated.rounds"] == unlearning.data.params["federated.rounds"] == "30"
     assert len(unlearning.inputs.dataset_inputs) == len(training.inputs.dataset_inputs) == 2
+    sources = {i.dataset.name: i.dataset.source for i in unlearning.inputs.dataset_inputs}
+    mask_source = next(source for name, source in sources.items() if name.endswith("sharing-mask"))
+    assert str(tmp_path / "unshared" / "masks.parquet") in mask_source  # the run's own masks, not a URL
     selected = json.loads((tmp_path / "served" / "metrics.json").read_text())
     history = json.loads((tmp_path / "served" / "history.json").read_text())
     curve = client.get_metric_history(training.info.run_id, "curve/valid/recall_at_20")

@@ -1,11 +1,15 @@
 """The Prefect flows run the library's stage functions (local temporary Prefect API, sqlite MLflow)."""
 
+import asyncio
 import json
 import os
+import time
 
 import pandas as pd
 import pytest
 from conftest import synthetic_raw
+
+from fedshare.service.inbox import UnparsedFiles
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,7 @@ def trained(prefect_backend, tmp_path_factory):
     ]
     state = training_flow(str(folder / "work"), str(folder / "state"), overrides, keep_workdir=True, return_state=True)
     assert state.is_completed()
-    return folder, overrides, state.result()
+    return folder, overrides, {**state.result(), "flow_run_id": state.state_details.flow_run_id}
 
 
 def test_training_flow_leaves_no_workdir_by_default(prefect_backend, tmp_path):
@@ -62,6 +66,26 @@ def test_training_flow_validates_trains_registers_and_serves(trained):
     assert metrics["tracking"]["model_version"] and metrics["tracking"]["champion"]
 
 
+def test_training_flow_logs_the_library_progress_into_the_run(trained):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    _, _, metrics = trained
+
+    async def messages():
+        async with get_client() as client:
+            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[metrics["flow_run_id"]])))
+            return [log.message for log in logs]
+
+    for _ in range(20):  # the API log worker sends in batches
+        found = asyncio.run(messages())
+        if any(m.startswith("round 4/4: valid recall@20") for m in found):
+            break
+        time.sleep(0.5)
+    assert any(m.startswith("training fedshare") for m in found), found
+    assert any(m.startswith("round 2/4: valid recall@20") for m in found), found
+
+
 def test_unlearning_flow_applies_valid_requests_and_rejects_the_rest(trained):
     import mlflow
 
@@ -79,10 +103,21 @@ def test_unlearning_flow_applies_valid_requests_and_rejects_the_rest(trained):
     ).to_csv(inbox / "req1.csv", index=False)
     (inbox / "broken.csv").write_bytes(b"\xff\xfe\x00 not a csv")
 
-    outcomes = unlearning_flow(str(state), str(inbox), "contrastive", overrides)
+    # The valid file is applied; the run still ends Failed, with a per-file artifact, because one file failed.
+    with pytest.raises(UnparsedFiles) as failed:
+        unlearning_flow(str(state), str(inbox), "contrastive", overrides)
+    outcomes = failed.value.outcomes
 
     by_file = {o["file"]: o for o in outcomes}
     assert by_file["broken.csv"]["error"] and (inbox / "failed" / "broken.error.txt").exists()
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("inbox-outcomes")
+    rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert {row["file"]: row["outcome"].split(":")[0] for row in rows} == {
+        "broken.csv": "failed",
+        "req1.csv": "processed",
+    }
     assert by_file["req1.csv"]["applied"] == 1 and by_file["req1.csv"]["rejected"] == 2
     reasons = pd.read_csv(inbox / "processed" / "req1.rejections.csv")["reason"].tolist()
     assert sorted(reasons) == ["duplicate request_id", "unknown user"]
@@ -137,3 +172,36 @@ def test_serve_declares_the_two_cron_deployments():
     assert [s.schedule.cron for s in training.schedules] == ["0 3 * * *"]
     assert [s.schedule.cron for s in inbox.schedules] == ["*/10 * * * *"]
     assert training.parameters == {"overrides": ["sharing.policy=all"]}
+
+
+def test_the_inbox_check_loads_no_training_stack(tmp_path):
+    """The scheduled inbox deployment imports Prefect and the parameters only: torch, MLflow and the
+    unlearning flow load when a request file waits, not every 10 minutes."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = (
+        "import sys, flows.inbox\n"
+        "heavy = [m for m in ('torch', 'mlflow', 'pandas', 'dvc', 'flows.unlearning') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        f"assert flows.inbox.pending_files({str(tmp_path)!r}) == []\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_inbox_flow_runs_nothing_on_an_empty_inbox_and_unlearns_when_a_file_waits(trained, tmp_path):
+    from flows.inbox import inbox_flow
+
+    folder, overrides, _ = trained
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert inbox_flow(str(folder / "state"), str(empty), "contrastive", overrides) == []
+    waiting = tmp_path / "waiting"
+    waiting.mkdir()
+    (waiting / "junk.csv").write_text("who,what\n1,2\n")  # no request columns: quarantined
+    with pytest.raises(UnparsedFiles) as failed:
+        inbox_flow(str(folder / "state"), str(waiting), "contrastive", overrides)
+    assert [o["file"] for o in failed.value.outcomes] == ["junk.csv"] and (waiting / "failed" / "junk.csv").exists()

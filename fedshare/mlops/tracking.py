@@ -205,7 +205,7 @@ def log_training(
         # the selected model's values are the run's summary, at the step of the round selected.
         log_metric_history(mlflow.MlflowClient(), run.info.run_id, history, prefix="curve/")
         mlflow.log_metrics(run_metrics(metrics), step=int(metrics.get("best_round", 0)))
-        _log_inputs(mlflow, interactions_table, mask, config)
+        _log_inputs(mlflow, interactions_table, mask, config, run_dir)
         mlflow.log_figure(recall_plot(history, config.eval.metric), "plots/validation_vs_round.png")
         mlflow.log_dict(metrics, "metrics.json")
         version = _log_model(mlflow, config, item_vectors, user_dim) if config.tracking.register else None
@@ -249,7 +249,7 @@ def log_unlearning(
         mlflow.log_params(params)
         mlflow.log_metrics(run_metrics(metrics))
         if interactions_table is not None and mask is not None:
-            _log_inputs(mlflow, interactions_table, mask, config)
+            _log_inputs(mlflow, interactions_table, mask, config, event_dir)
         mlflow.log_dict(metrics, "unlearning.json")
         if storage:
             mlflow.log_figure(storage_plot(storage), "plots/storage_per_method.png")
@@ -274,18 +274,20 @@ def _client(mlflow):
     return mlflow.MlflowClient()
 
 
-def _log_inputs(mlflow, interactions_table, mask, config: Config) -> None:
-    """The data as MLflow dataset inputs: name, digest, schema and row count, not the rows themselves."""
+def _log_inputs(mlflow, interactions_table, mask, config: Config, run_dir: Path) -> None:
+    """The data as MLflow dataset inputs: name, digest, schema and row count, not the rows themselves.
+    Each names its true source: the interactions their publisher (or the local file), the sharing
+    masks the run's own ``masks.parquet`` (they are drawn by FedShare, not downloaded)."""
 
     known = KNOWN_DATASETS.get(config.data.dataset)
     source = known.url if known else str(Path(config.data.dataset).resolve())
-    for frame, name, context in (
-        (interactions_table, f"{names(config)[0]}-interactions", "training"),
-        (mask, f"{names(config)[0]}-sharing-mask", "sharing"),
+    for frame, name, context, origin in (
+        (interactions_table, f"{names(config)[0]}-interactions", "training", source),
+        (mask, f"{names(config)[0]}-sharing-mask", "sharing", str(Path(run_dir_tag(run_dir)) / "masks.parquet")),
     ):
         columns = [c for c in frame.columns if c not in ("rating", "timestamp")]
         view = frame[columns].astype({c: object for c in columns if frame[c].dtype.kind not in "biuf"})  # pandas 3 str
-        mlflow.log_input(mlflow.data.from_pandas(view, source=source, name=name), context=context)
+        mlflow.log_input(mlflow.data.from_pandas(view, source=origin, name=name), context=context)
 
 
 def _log_model(mlflow, config: Config, item_vectors: torch.Tensor, user_dim: int) -> str:

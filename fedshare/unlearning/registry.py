@@ -7,6 +7,7 @@ docs/method.md ("Unlearning") gives each method's equations and choices.
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +43,9 @@ def methods_help() -> str:
     return "; ".join(f"{name}: {method.summary}" for name, method in METHODS.items())
 
 
+log = logging.getLogger(__name__)
+
+
 def unlearn(job: UnlearningJob, method: str) -> UnlearningResult:
     """Remove the unshared pairs' influence from ``job.model`` (in place for all but retrain), timed."""
     if method not in METHODS:
@@ -52,7 +56,15 @@ def unlearn(job: UnlearningJob, method: str) -> UnlearningResult:
             "(train with unlearning.fru_alpha > 0)"
         )
     run = importlib.import_module(METHODS[method].module).unlearn
+    log.info(
+        "unlearning (%s, %s): %d pairs of %d users",
+        method,
+        "delete" if job.delete else "unshare",
+        len(job.pairs),
+        job.pairs["user"].nunique() if len(job.pairs) else 0,
+    )
     started = time.perf_counter()
     result = run(job)
     result.seconds = time.perf_counter() - started
+    log.info("unlearning (%s) done in %.1f s, %d rounds", method, result.seconds, result.rounds)
     return result
