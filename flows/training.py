@@ -18,6 +18,7 @@ from prefect import flow, task
 from fedshare import stages
 from fedshare.cli import summary_line
 from fedshare.config import load_config
+from fedshare.mlops.tracking import set_run_dir_tag
 from fedshare.service.model_store import ModelStore, publish
 from fedshare.threads import apply_thread_policy
 from flows import route_library_logs
@@ -95,6 +96,8 @@ def training_flow(
     print(summary_line(metrics) + ("  (now served)" if metrics["served"] else ""))
     if not keep_workdir:  # the served copy lives in the state folder; a stray copy would outlive unsharing
         shutil.rmtree(work)
+        if "tracking" in metrics and not metrics["served"]:
+            set_run_dir_tag(config, metrics["tracking"]["run_id"], "removed (not served: the work folder is deleted)")
     return metrics
 
 

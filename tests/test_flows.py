@@ -66,6 +66,30 @@ def test_training_flow_validates_trains_registers_and_serves(trained):
     assert metrics["tracking"]["model_version"] and metrics["tracking"]["champion"]
 
 
+def test_a_training_flow_that_loses_keeps_the_champion_and_tags_no_dead_folder(prefect_backend, tmp_path):
+    import mlflow
+
+    from flows.training import training_flow
+
+    data = tmp_path / "inter.csv"
+    synthetic_raw().to_csv(data, index=False)
+    common = [f"data.dataset={data}", "model.dim=8", "tracking.registered_model=flow-lose-test"]
+    state = str(tmp_path / "state")
+    won = training_flow(str(tmp_path / "work"), state, common + ["federated.rounds=30", "eval.every=5"])
+    lost = training_flow(str(tmp_path / "work"), state, common + ["federated.rounds=1", "eval.every=1"])
+    assert won["served"] and not lost["served"] and not lost["tracking"]["champion"]
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    assert (
+        str(client.get_model_version_by_alias("flow-lose-test", "champion").version) == won["tracking"]["model_version"]
+    )
+    assert (
+        str(client.get_model_version_by_alias("flow-lose-test", "candidate").version)
+        == lost["tracking"]["model_version"]
+    )
+    tag = client.get_run(lost["tracking"]["run_id"]).data.tags["fedshare.run_dir"]
+    assert tag.startswith("removed") and not (tmp_path / "work").exists()
+
+
 def test_training_flow_logs_the_library_progress_into_the_run(trained):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId

@@ -320,6 +320,13 @@ def mark_served(config: Config, version: str, run_id: str | None = None, served_
         client.set_tag(run_id, "fedshare.run_dir", str(Path(served_dir).resolve()))
 
 
+def set_run_dir_tag(config: Config, run_id: str, value: str) -> None:
+    """Say where a run's folder is now (or that it is gone), so its tag never names a dead folder."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri(config))
+    _client(mlflow).set_tag(run_id, "fedshare.run_dir", value)
+
+
 def run_dir_tag(run_dir: Path) -> str:
     """The folder a run will live in: a staged ``models/.tmp-N`` is renamed to ``models/N``."""
     path = Path(run_dir).resolve()
