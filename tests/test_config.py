@@ -12,7 +12,7 @@ from fedshare.federated.chunking import (
 
 def test_params_yaml_matches_the_typed_defaults():
     # params.yaml is the single source of defaults; the dataclasses must mirror it exactly.
-    assert load_config(REPO_PARAMS).to_dict() == Config().to_dict()
+    assert load_config(REPO_PARAMS).to_dict() == Config().validate().to_dict()  # validate resolves sampler: auto
 
 
 def test_overrides_are_typed():
