@@ -428,7 +428,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_process_inbox(args: argparse.Namespace) -> int:
-    from fedshare.service.inbox import process_inbox
+    from fedshare.service.inbox import UnparsedFiles, check_outcomes, process_inbox
 
     config = config_from(args)
     outcomes = process_inbox(
@@ -451,9 +451,10 @@ def run_process_inbox(args: argparse.Namespace) -> int:
                     else ""
                 )
             )
-    failed = [outcome["file"] for outcome in outcomes if "error" in outcome]
-    if failed:  # every other file was handled; a non-zero exit lets cron or a scheduler alert
-        print(f"error: {len(failed)} file(s) could not be parsed (see failed/); exit 3", file=sys.stderr)
+    try:
+        check_outcomes(outcomes)
+    except UnparsedFiles as err:  # every other file was handled; a non-zero exit lets cron or a scheduler alert
+        print(f"error: {err}; exit 3", file=sys.stderr)
         return 3
     return 0
 

@@ -47,6 +47,7 @@ from fedshare.errors import ConfigError
 
 CHAMPION = "champion"  # the model a state folder serves
 CANDIDATE = "candidate"  # the latest registered version
+RUN_DIR_TAG = "fedshare.run_dir"  # where the run's folder is (or that it is gone)
 
 
 BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
@@ -196,7 +197,7 @@ def log_training(
         "fedshare.method": config.run.method,
         "fedshare.sharing": config.sharing.policy,
         "fedshare.dataset": config.data.dataset,
-        "fedshare.run_dir": run_dir_tag(run_dir),
+        RUN_DIR_TAG: run_dir_tag(run_dir),
     }
     mlflow, uri, experiment, run = _start(config, run_name, tags)
     with run:
@@ -238,7 +239,7 @@ def log_unlearning(
         "fedshare.method": metrics["method"],
         "fedshare.mode": metrics.get("mode", ""),
         "fedshare.dataset": config.data.dataset,
-        "fedshare.run_dir": run_dir_tag(event_dir),
+        RUN_DIR_TAG: run_dir_tag(event_dir),
         "fedshare.parent_run_id": str(parent.get("run_id", "")),
         "fedshare.parent_model_version": str(parent.get("model_version", "")),
     }
@@ -317,14 +318,14 @@ def mark_served(config: Config, version: str, run_id: str | None = None, served_
     client = _client(mlflow)
     client.set_registered_model_alias(names(config)[1], CHAMPION, str(version))
     if run_id and served_dir is not None:
-        client.set_tag(run_id, "fedshare.run_dir", str(Path(served_dir).resolve()))
+        client.set_tag(run_id, RUN_DIR_TAG, str(Path(served_dir).resolve()))
 
 
 def set_run_dir_tag(config: Config, run_id: str, value: str) -> None:
     """Say where a run's folder is now (or that it is gone), so its tag never names a dead folder."""
     mlflow = _mlflow()
     mlflow.set_tracking_uri(tracking_uri(config))
-    _client(mlflow).set_tag(run_id, "fedshare.run_dir", value)
+    _client(mlflow).set_tag(run_id, RUN_DIR_TAG, value)
 
 
 def run_dir_tag(run_dir: Path) -> str:
@@ -421,7 +422,7 @@ def purge_superseded_models(config: Config, before: float, retention_seconds: fl
             continue
         client.delete_model_version(model_name, version.version)
         if version.run_id:  # its model folder was purged with it: the tag must not name a dead folder
-            client.set_tag(version.run_id, "fedshare.run_dir", "purged (superseded by an unlearning event)")
+            client.set_tag(version.run_id, RUN_DIR_TAG, "purged (superseded by an unlearning event)")
         model_id = (version.model_id or str(version.source).removeprefix("models:/")) if version.source else None
         if model_id and model_id.startswith("m-"):
             locations.append(client.get_logged_model(model_id).artifact_location)

@@ -21,7 +21,6 @@ but the journal still calls accepted are marked applied (``recover``).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +140,7 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
     crash_point("versioned")
     store.journal.record_applied(taken.accepted["request_id"].tolist(), final.name)
     crash_point("applied")
-    mark_champion(final)  # the event is applied and measured: MLflow's champion is the served model
+    tracked = mark_champion(final)  # the event is applied and measured: champion = the served model
     event = {
         "event": event_number,
         "model": final.name,
@@ -151,7 +150,7 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
         "time": time.time(),
         "masks_version": masks_version,
         "metrics": {k: v for k, v in metrics.items() if k not in ("tracking", "retrain")},
-        "tracking": json.loads((final / "tracking.json").read_text()) if (final / "tracking.json").exists() else {},
+        "tracking": tracked,
     }
     events = store.add_event(event)
     crash_point("event")

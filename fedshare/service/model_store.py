@@ -122,23 +122,24 @@ def publish(config: Config, state: str | Path, run_dir: str | Path) -> bool:
     return True
 
 
-def mark_champion(model_dir: Path) -> str | None:
+def mark_champion(model_dir: Path) -> dict[str, Any]:
     """Point MLflow's ``champion`` alias at the registered version of the model a state folder now
     serves (its ``tracking.json``), so that ``champion`` and ``CURRENT`` name the same model.
-    Returns the version, or None when the model was not registered."""
+    Returns the model's tracking record ({} when it was not tracked)."""
     tracking_file = model_dir / "tracking.json"
     if not tracking_file.exists():
-        return None
+        return {}
     tracked = json.loads(tracking_file.read_text())
     if not tracked.get("model_version"):
-        return None
+        return tracked
     from fedshare.config import load_config
     from fedshare.mlops.tracking import mark_served
 
     # The registered model's name comes from the config the model was logged with.
     mark_served(load_config(model_dir / "config.yaml"), tracked["model_version"], tracked.get("run_id"), model_dir)
-    atomic_write_json(tracking_file, {**tracked, "champion": True})
-    return str(tracked["model_version"])
+    tracked = {**tracked, "champion": True}
+    atomic_write_json(tracking_file, tracked)
+    return tracked
 
 
 def refuse_withdrawn_pairs(store: ModelStore, run_dir: Path) -> None:
