@@ -22,7 +22,7 @@ from fedshare.data.sharing import build_mask, load_mask, save_mask, sharing_user
 from fedshare.errors import ConfigError, DataError
 from fedshare.evaluation import embedding_distance, evaluate, unlearning_metrics
 from fedshare.federated.simulation import Model
-from fedshare.mlops.tracking import log_training, log_unlearning
+from fedshare.mlops.tracking import LiveCurve, log_training, log_unlearning
 from fedshare.mlops.validation import check, validate_interactions, validate_masks
 from fedshare.rundir import final_metrics, load_run, save_model
 from fedshare.storage import atomic_write_json
@@ -127,13 +127,19 @@ def train_stage(
     masks_path: str | Path | None = None,
     track: bool | None = None,
     withdrawn: pd.DataFrame | None = None,
+    live_curve: bool | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on test and write the run directory; returns the metrics.
 
     With ``prepared_dir``/``masks_path`` (the DVC and Prefect stages) it starts from their outputs,
     otherwise it loads, splits and masks the data itself (one-shot ``fedshare train``).
     ``withdrawn``: a state folder's applied requests, replayed on the masks (``respect_withdrawals``).
+    ``track``: log to MLflow and register at the end (default ``tracking.enabled``); ``live_curve``:
+    open the MLflow run before the first round and send the validation curve as it is measured
+    (default: as ``track``; the flow sends the curve live and logs the model in its own retried task).
     """
+    track = config.tracking.enabled if track is None else track
+    live_curve = track if live_curve is None else live_curve
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     interactions = (
@@ -156,14 +162,22 @@ def train_stage(
     update_log = None
     if config.unlearning.fru_alpha > 0 and config.run.method == "fedshare":  # the FRU baseline's log (large)
         update_log = UpdateLog(out / "fru_log", alpha=config.unlearning.fru_alpha)
-    result = train(config, interactions, mask, progress=progress, on_round=keep_snapshot, update_log=update_log)
+    curve = LiveCurve(config, out) if live_curve else None
+    try:
+        result = train(
+            config, interactions, mask, progress, on_round=keep_snapshot, update_log=update_log, on_validation=curve
+        )
+    except BaseException:
+        if curve is not None:
+            curve.failed()
+        raise
     metrics = final_metrics(result, interactions, mask)
     metrics["snapshot_bytes"] = snapshots.bytes_on_disk() if snapshots.folder.exists() else 0
     metrics["fru_log_bytes"] = update_log.bytes_on_disk() if update_log is not None else 0
     save_model(result, out)
     atomic_write_json(out / "history.json", result.history)
     atomic_write_json(out / "metrics.json", metrics)
-    if config.tracking.enabled if track is None else track:
+    if track:
         metrics["tracking"] = track_training(config, out, result.model, metrics, result.history, interactions, mask)
         atomic_write_json(out / "metrics.json", metrics)
     return metrics

@@ -47,11 +47,13 @@ def train(
     progress: bool = True,
     on_round: Callable[[int, Model], None] | None = None,
     update_log: UpdateLog | None = None,
+    on_validation: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train until ``federated.rounds``, until validation stops improving or until the time budget
     ``federated.max_minutes`` is spent (then it validates once more); keeps the best round.
 
     ``update_log`` (a ``fru.UpdateLog``, off by default) logs every round's updates for FRU unlearning.
+    ``on_validation`` gets each row of the history as it is measured (the live MLflow curve).
     """
     device = pick_device(config.run.device)
     torch.manual_seed(config.run.seed)
@@ -97,6 +99,8 @@ def train(
             continue
         validation = evaluate(model, interactions, "valid", users=validated)
         history.append({"round": round_number, **{f"valid/{k}": v for k, v in validation.items()}, **logs})
+        if on_validation is not None:
+            on_validation(history[-1])
         if validation[metric] > best["value"]:
             best = {"round": round_number, "value": validation[metric], "metrics": validation, "state": model.state()}
             waited = 0

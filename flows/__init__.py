@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from fedshare.errors import ConfigError
+
 
 def route_library_logs() -> None:
     """Send the library's log (logger ``fedshare``: rounds, validation, unlearning steps) into the
@@ -14,3 +16,15 @@ def route_library_logs() -> None:
     for handler in logging.getLogger("prefect.extra").handlers:
         if handler not in library.handlers:
             library.addHandler(handler)
+
+
+def require_filled(**paths: str | None) -> None:
+    """Refuse folder parameters that still hold a ``{{ $VAR }}`` placeholder of prefect.yaml: the
+    deployment was made while the variable was unset, and the flow would otherwise create a folder
+    literally named ``{{ $FEDSHARE_HOME }}`` and serve from it."""
+    for name, value in paths.items():
+        if value is not None and "{{" in str(value):
+            raise ConfigError(
+                f"parameter {name}={value!r} still holds a prefect.yaml placeholder: the deployment was made "
+                "with the variable unset. Redeploy with it set: FEDSHARE_HOME=/srv/fedshare bash scripts/deploy.sh"
+            )

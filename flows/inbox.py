@@ -14,8 +14,9 @@ import argparse
 from prefect import flow
 
 from fedshare.config import load_config
-from fedshare.errors import DataError
+from fedshare.errors import ConfigError, DataError
 from fedshare.service.pending import pending_files
+from flows import require_filled
 
 
 @flow(name="fedshare-inbox", log_prints=True)
@@ -26,6 +27,7 @@ def inbox_flow(
     overrides: list[str] | None = None,
     config_path: str | None = None,
 ) -> list[dict]:
+    require_filled(state=state, inbox=inbox)
     config = load_config(config_path, overrides or [])
     inbox = inbox or config.requests.inbox
     waiting = pending_files(inbox)
@@ -48,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         inbox_flow(args.state, args.inbox, args.method, args.overrides, args.config)
-    except DataError as err:  # e.g. a file could not be parsed (UnparsedFiles): the run is Failed
+    except (DataError, ConfigError) as err:  # e.g. a file could not be parsed (UnparsedFiles): Failed
         raise SystemExit(f"error: {err}") from None
 
 

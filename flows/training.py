@@ -21,7 +21,7 @@ from fedshare.config import load_config
 from fedshare.mlops.tracking import set_run_dir_tag
 from fedshare.service.model_store import ModelStore, publish
 from fedshare.threads import apply_thread_policy
-from flows import route_library_logs
+from flows import require_filled, route_library_logs
 
 
 @task(name="prepare", retries=2, retry_delay_seconds=5)  # reads the data: may hit a flaky disk or download
@@ -42,7 +42,8 @@ def share_task(config, prepared: Path, out: Path, state: str) -> dict:
 
 @task(name="train")
 def train_task(config, run_dir: Path, prepared: Path, masks: Path) -> dict:
-    return stages.train_stage(config, run_dir, progress=False, prepared_dir=prepared, masks_path=masks, track=False)
+    # The curve goes to MLflow while it trains; the model is logged by the retried log-and-register task.
+    return stages.train_stage(config, run_dir, False, prepared, masks, track=False, live_curve=config.tracking.enabled)
 
 
 @task(name="evaluate")
@@ -78,6 +79,7 @@ def training_flow(
     config_path: str | None = None,
     keep_workdir: bool = False,
 ) -> dict:
+    require_filled(workdir=workdir, state=state)
     config = load_config(config_path, overrides or [])
     apply_thread_policy()  # torch threads = the free cores (fedshare/threads.py)
     route_library_logs()  # rounds and validation in the run's logs while it trains

@@ -26,7 +26,7 @@ from fedshare.service.journal import state_lock
 from fedshare.service.model_store import ModelStore
 from fedshare.threads import apply_thread_policy
 from fedshare.unlearning.registry import METHODS, methods_help
-from flows import route_library_logs
+from flows import require_filled, route_library_logs
 
 
 @task(name="recover")
@@ -78,6 +78,7 @@ def unlearning_flow(
     overrides: list[str] | None = None,
     config_path: str | None = None,
 ) -> list[dict]:
+    require_filled(state=state, inbox=inbox)
     config = load_config(config_path, overrides or [])
     apply_thread_policy()  # torch threads = the free cores (fedshare/threads.py)
     route_library_logs()  # rounds and validation in the run's logs while it trains

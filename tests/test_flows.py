@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -229,3 +230,30 @@ def test_inbox_flow_runs_nothing_on_an_empty_inbox_and_unlearns_when_a_file_wait
     with pytest.raises(UnparsedFiles) as failed:
         inbox_flow(str(folder / "state"), str(waiting), "contrastive", overrides)
     assert [o["file"] for o in failed.value.outcomes] == ["junk.csv"] and (waiting / "failed" / "junk.csv").exists()
+
+
+def test_a_deployment_made_without_fedshare_home_is_refused_with_the_fix(prefect_backend):
+    """`prefect deploy` with FEDSHARE_HOME unset stores '{{ $FEDSHARE_HOME }}/state' literally; a flow
+    given such a path says so (and creates nothing), and scripts/deploy.sh refuses to deploy at all."""
+    import subprocess
+
+    from conftest import REPO
+
+    from fedshare.errors import ConfigError
+    from flows.inbox import inbox_flow
+    from flows.training import training_flow
+
+    literal = "{{ $FEDSHARE_HOME }}"
+    with pytest.raises(ConfigError, match="FEDSHARE_HOME=/srv/fedshare bash scripts/deploy.sh"):
+        inbox_flow(f"{literal}/state", f"{literal}/inbox")
+    with pytest.raises(ConfigError, match="placeholder"):
+        training_flow(f"{literal}/runs/nightly", f"{literal}/state")
+    assert not (Path.cwd() / literal).exists()  # the flows refused before creating any folder
+
+    env = {k: v for k, v in os.environ.items() if k != "FEDSHARE_HOME"}
+    refused = subprocess.run(["bash", "scripts/deploy.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "FEDSHARE_HOME is not set" in refused.stderr
+    relative = subprocess.run(
+        ["bash", "scripts/deploy.sh"], cwd=REPO, env={**env, "FEDSHARE_HOME": "srv"}, capture_output=True, text=True
+    )
+    assert relative.returncode == 2 and "absolute path" in relative.stderr

@@ -150,6 +150,56 @@ def deployments():
 # -- docker/compose.yaml ------------------------------------------------------------------------------
 
 
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves ``path`` out of the build context (the patterns used here: exact paths,
+    folders and ``**/`` globs; no negations)."""
+    import fnmatch
+
+    parts = path.split("/")
+    for pattern in patterns:
+        # An anchored pattern matches the path or a folder above it; `**/p` one at any depth.
+        starts = range(len(parts)) if pattern.startswith("**/") else [0]
+        candidates = ["/".join(parts[i:j]) for i in starts for j in range(i + 1, len(parts) + 1)]
+        if any(fnmatch.fnmatch(candidate, pattern.removeprefix("**/")) for candidate in candidates):
+            return True
+    return False
+
+
+def test_the_image_context_leaves_out_data_stores_and_environments_but_not_what_it_copies():
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for heavy in (
+        ".git",
+        ".venv",
+        "data/ml-1m/ratings.dat",
+        "mlflow.db",
+        "mlruns/1/x",
+        "state/CURRENT",
+        "bench/out/runs",
+        "fedshare/__pycache__/cli.cpython-311.pyc",
+        "docker/.env",
+    ):
+        assert dockerignored(heavy, patterns), heavy
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    copied = [w for line in dockerfile.splitlines() if line.startswith("COPY") for w in line.split()[1:-1]]
+    assert {"fedshare", "flows", "scripts", "params.yaml", "requirements.txt"} <= set(copied)
+    for source in copied:
+        assert (REPO / source).exists() and not dockerignored(source, patterns), source
+    assert (REPO / "scripts" / "deploy.sh").exists()  # what prefect-deploy runs inside the image
+
+
+def test_the_image_builds_a_gpu_variant_from_one_argument():
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile
+    assert '--index-url "$TORCH_INDEX" torch==' in dockerfile
+    pins = (REPO / "requirements.txt").read_text().splitlines()
+    pinned = next(line for line in pins if line.startswith("torch=="))
+    assert f"{pinned} " in dockerfile  # the image installs the pinned torch, CPU or CUDA
+
+
 def test_compose_has_the_stack_with_healthchecks_and_ordered_startup(compose):
     services = compose["services"]
     assert {"postgres", "minio", "minio-init", "mlflow", "prefect-server", "prefect-worker", "fedshare"} <= set(
@@ -241,7 +291,8 @@ def test_compose_wiring_mlflow_prefect_and_the_flows(compose):
     assert pool == {"fedshare"}
     worker = command_words(services["prefect-worker"])
     assert worker[:5] == ["prefect", "worker", "start", "--pool", "fedshare"] and "--with-healthcheck" in worker
-    assert "prefect deploy --all --no-prompt" in " ".join(command_words(services["prefect-deploy"]))
+    assert command_words(services["prefect-deploy"]) == ["bash", "scripts/deploy.sh"]
+    assert "prefect deploy --all --no-prompt" in (REPO / "scripts" / "deploy.sh").read_text()
     assert command_words(services["fedshare"])[:3] == ["python", "-m", "flows.serve"]
     for name in ("prefect-deploy", "prefect-worker", "fedshare"):
         env = services[name]["environment"]
@@ -513,7 +564,8 @@ def test_flows_against_real_mlflow_and_prefect_servers(tmp_path):
     # with it as their working directory, so nothing they write by a relative path lands in the repository
     app = tmp_path / "app"
     shutil.copytree(REPO / "flows", app / "flows", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("params.yaml", "prefect.yaml"):
+    for name in ("params.yaml", "prefect.yaml", "scripts/deploy.sh"):
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, app / name)
 
     with running_servers(tmp_path) as servers:
@@ -548,15 +600,12 @@ def test_flows_against_real_mlflow_and_prefect_servers(tmp_path):
             300,
             cwd=app,
         ):
-            deployer = {**env, "PREFECT_HOME": str(tmp_path / "prefect-deployer")}  # its own client home
-            run(
-                prefect + ["work-pool", "create", "fedshare", "--type", "process", "--overwrite"],
-                deployer,
-                tmp_path / "pool.log",
-                120,
-                cwd=app,
-            )
-            run(prefect + ["deploy", "--all", "--no-prompt"], deployer, tmp_path / "deploy.log", 180, cwd=app)
+            deployer = {  # its own client home; `prefect` is this environment's
+                **env,
+                "PREFECT_HOME": str(tmp_path / "prefect-deployer"),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            }
+            run(["bash", "scripts/deploy.sh"], deployer, tmp_path / "deploy.log", 240, cwd=app)
         assert (home / "state" / "CURRENT").read_text() == "0000"
 
         # 2. A request file in the inbox: one shared pair to unshare, one unknown user

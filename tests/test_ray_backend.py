@@ -258,3 +258,21 @@ def test_the_core_library_and_the_local_backend_work_without_ray(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() in ("1", "2")
+
+
+def test_the_ray_manifest_defines_every_volume_claim_it_mounts():
+    import yaml
+    from conftest import REPO
+
+    documents = list(yaml.safe_load_all((REPO / "deploy" / "ray-cluster.yaml").read_text()))
+    defined = {d["metadata"]["name"] for d in documents if d["kind"] == "PersistentVolumeClaim"}
+    cluster = next(d for d in documents if d["kind"] == "RayCluster")
+    pods = [cluster["spec"]["headGroupSpec"]] + cluster["spec"]["workerGroupSpecs"]
+    claimed = {
+        volume["persistentVolumeClaim"]["claimName"]
+        for pod in pods
+        for volume in pod["template"]["spec"].get("volumes", [])
+        if "persistentVolumeClaim" in volume
+    }
+    assert claimed == {"fedshare-data", "fedshare-home"} and claimed <= defined
+    assert "sampler=counter" not in (REPO / "deploy" / "ray-cluster.yaml").read_text()  # auto picks it on Ray

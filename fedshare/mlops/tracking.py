@@ -83,6 +83,8 @@ class GlobalScorer(torch.nn.Module):
 
 
 def _mlflow():
+    # MLflow's hints about integer schemas and ambiguous dataset sources say nothing useful here.
+    warnings.filterwarnings("ignore", message=".*(Integer columns|dataset source can be interpreted).*")
     try:
         import mlflow
     except ImportError:  # the GPU machine and minimal installs have no MLflow
@@ -170,14 +172,83 @@ def log_metric_history(
 
 
 def _start(config: Config, run_name: str, tags: dict[str, str]):
-    # MLflow's hints about integer schemas and ambiguous dataset sources say nothing useful here.
-    warnings.filterwarnings("ignore", message=".*(Integer columns|dataset source can be interpreted).*")
     mlflow = _mlflow()
     uri = tracking_uri(config)
     mlflow.set_tracking_uri(uri)
     experiment, _ = names(config)
     mlflow.set_experiment(experiment)
     return mlflow, uri, experiment, mlflow.start_run(run_name=run_name, tags=tags)
+
+
+def training_run_name(config: Config) -> str:
+    return f"{config.run.method}-{config.sharing.policy}-seed{config.run.seed}"
+
+
+def training_tags(config: Config, run_dir: Path) -> dict[str, str]:
+    return {
+        "fedshare.kind": "training",
+        "fedshare.method": config.run.method,
+        "fedshare.sharing": config.sharing.policy,
+        "fedshare.dataset": config.data.dataset,
+        RUN_DIR_TAG: run_dir_tag(run_dir),
+    }
+
+
+LIVE_RUN_FILE = "live_run.json"  # in the run folder: the MLflow run that got the curve while it trained
+
+
+class LiveCurve:
+    """The training run, opened before the first round, so that the MLflow UI shows the validation
+    curve of a job that is still running (``curve/valid/...``, one point per validation).
+
+    ``log_training`` later finishes the same run (params, summary, inputs, model) and logs only the
+    curve points this object did not send.  The tracking server being away never stops a training:
+    the curve then simply goes out at the end.  ``live_run.json`` in the run folder says which run
+    it is and how far its curve got, so the separate tracking step of the flow can resume it.
+    """
+
+    def __init__(self, config: Config, run_dir: Path):
+        self.file = Path(run_dir) / LIVE_RUN_FILE
+        self.run_id: str | None = None
+        try:
+            mlflow = _mlflow()
+            mlflow.set_tracking_uri(tracking_uri(config))
+            experiment = mlflow.set_experiment(names(config)[0])
+            self.client = _client(mlflow)
+            run = self.client.create_run(
+                experiment.experiment_id, run_name=training_run_name(config), tags=training_tags(config, run_dir)
+            )
+            self.run_id = run.info.run_id
+            self._remember(0)
+        except Exception as error:  # noqa: BLE001 - tracking must never cost a training
+            warnings.warn(f"MLflow: no live curve ({error}); the curve is logged when the training ends")
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        if self.run_id is None:
+            return
+        try:
+            log_metric_history(self.client, self.run_id, [row], prefix="curve/")
+            self._remember(int(row["round"]))
+        except Exception as error:  # noqa: BLE001
+            warnings.warn(f"MLflow: live curve stopped ({error}); the rest is logged when the training ends")
+            self.run_id = None
+
+    def failed(self) -> None:
+        """The training raised: the run says FAILED instead of staying RUNNING forever."""
+        if self.run_id is not None:
+            try:
+                self.client.set_terminated(self.run_id, "FAILED")
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _remember(self, logged_through: int) -> None:
+        self.file.write_text(json.dumps({"run_id": self.run_id, "curve_logged_through": logged_through}))
+
+
+def live_run(run_dir: Path) -> dict[str, Any] | None:
+    """What ``LiveCurve`` left in a run folder (``None`` when the curve was not sent live)."""
+    path = Path(run_dir) / LIVE_RUN_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def log_training(
@@ -190,21 +261,25 @@ def log_training(
     interactions_table,
     mask,
 ) -> TrackedRun:
-    """Log one training run (params, per-round metrics, inputs, plot, model) and register it."""
-    run_name = f"{config.run.method}-{config.sharing.policy}-seed{config.run.seed}"
-    tags = {
-        "fedshare.kind": "training",
-        "fedshare.method": config.run.method,
-        "fedshare.sharing": config.sharing.policy,
-        "fedshare.dataset": config.data.dataset,
-        RUN_DIR_TAG: run_dir_tag(run_dir),
-    }
-    mlflow, uri, experiment, run = _start(config, run_name, tags)
+    """Log one training run (params, per-round metrics, inputs, plot, model) and register it.
+    A run opened by ``LiveCurve`` is finished rather than a new one started."""
+    mlflow = _mlflow()
+    live = live_run(run_dir)
+    if live and live.get("run_id"):
+        uri = tracking_uri(config)
+        mlflow.set_tracking_uri(uri)
+        experiment = names(config)[0]
+        run = mlflow.start_run(run_id=live["run_id"])
+        sent = int(live.get("curve_logged_through", 0))
+    else:
+        mlflow, uri, experiment, run = _start(config, training_run_name(config), training_tags(config, run_dir))
+        sent = -1
     with run:
         mlflow.log_params(flat_params(config.to_dict()))
         # The curve as it happened (curve/valid/..., curve/server_bpr, one step per validated round);
         # the selected model's values are the run's summary, at the step of the round selected.
-        log_metric_history(mlflow.MlflowClient(), run.info.run_id, history, prefix="curve/")
+        unsent = [row for row in history if int(row["round"]) > sent]
+        log_metric_history(mlflow.MlflowClient(), run.info.run_id, unsent, prefix="curve/")
         mlflow.log_metrics(run_metrics(metrics), step=int(metrics.get("best_round", 0)))
         _log_inputs(mlflow, interactions_table, mask, config, run_dir)
         mlflow.log_figure(recall_plot(history, config.eval.metric), "plots/validation_vs_round.png")
@@ -212,6 +287,7 @@ def log_training(
         version = _log_model(mlflow, config, item_vectors, user_dim) if config.tracking.register else None
     if version:
         _client(mlflow).set_registered_model_alias(names(config)[1], CANDIDATE, version)
+        describe_version(config, version, metrics, "training", interactions_table, mask)
     return TrackedRun(run.info.run_id, experiment, version, False, uri)
 
 
@@ -257,6 +333,9 @@ def log_unlearning(
         version = _log_model(mlflow, config, item_vectors, user_dim) if config.tracking.register else None
     if version:  # champion moves only when a state folder serves it (mark_served)
         _client(mlflow).set_registered_model_alias(names(config)[1], CANDIDATE, version)
+        mode = metrics.get("mode", "unshare")
+        event = f"{event_dir.name}: {metrics['method']} {mode}, {metrics['requests']} requests"
+        describe_version(config, version, metrics, "unlearning", interactions_table, mask, parent, event)
     return TrackedRun(run.info.run_id, experiment, version, False, uri)
 
 
@@ -308,6 +387,93 @@ def _log_model(mlflow, config: Config, item_vectors: torch.Tensor, user_dim: int
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
     )
     return str(info.registered_model_version)
+
+
+KNOWN_LIMITS = (
+    "Scores with the server's global item vectors only; a device adds its private user state and its "
+    "item table on top (docs/method.md). Validation is a seeded per-user carve of the training data; "
+    "test is never used for selection. Influence of withdrawn data is removed approximately unless the "
+    "method is 'retrain' (docs/results.md, unlearning tables)."
+)
+
+
+def frame_digest(frame, columns: list[str]) -> str:
+    """A short content digest of a table's columns (row order included): the version of the data,
+    or of the consent masks, that a model was trained on."""
+    if frame is None:
+        return ""
+    import hashlib
+
+    import pandas as pd
+
+    hashed = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
+def describe_version(
+    config: Config,
+    version: str,
+    metrics: dict[str, Any],
+    kind: str,
+    interactions_table=None,
+    mask=None,
+    parent: dict[str, Any] | None = None,
+    event: str | None = None,
+) -> None:
+    """The model card: a description and tags on the registered model and on this version.
+
+    Tags say what produced the version (data set and its digest, the consent masks' digest, sharing
+    policy, method, seed), how good it is (validation and test Recall@20 / NDCG@20) and which
+    unlearning events it includes (the parent version's list plus this event).  Tag values are what
+    the MLflow UI and ``search_model_versions`` filter on; the description repeats them for people.
+    """
+    client = _client(_mlflow())
+    model = names(config)[1]
+    client.update_registered_model(
+        model,
+        description=(
+            f"FedShare recommender for {config.data.dataset}: item scores = user_vectors @ item_vectors.T "
+            "(the server's global item vectors; user vectors are computed on each device and never leave it). "
+            f"Alias '{CHAMPION}' = the model the state folder serves; '{CANDIDATE}' = the latest version. "
+            + KNOWN_LIMITS
+        ),
+    )
+    client.set_registered_model_tag(model, "fedshare.dataset", config.data.dataset)
+    events: list[str] = []
+    if parent and parent.get("model_version"):
+        try:
+            previous = client.get_model_version(model, str(parent["model_version"]))
+            events = json.loads(previous.tags.get("fedshare.unlearning_events", "[]"))
+        except Exception:  # noqa: BLE001 - the parent version was purged: its events are in its run
+            events = ["(earlier events: see the parent run)"]
+    if event:
+        events.append(event)
+    valid = metrics.get("valid", {})
+    tags = {
+        "fedshare.kind": kind,
+        "fedshare.method": str(metrics.get("method", config.run.method)),
+        "fedshare.sharing": config.sharing.policy,
+        "fedshare.seed": str(config.run.seed),
+        "fedshare.dataset": config.data.dataset,
+        "fedshare.data_digest": frame_digest(interactions_table, ["user", "item"]),
+        "fedshare.consent_digest": frame_digest(mask, ["user", "item", "shared"]),
+        "fedshare.unlearning_events": json.dumps(events),
+        **{f"valid/{metric_key(k)}": f"{v:.4f}" for k, v in valid.items() if k in ("recall@20", "ndcg@20")},
+        **{f"test/{metric_key(k)}": f"{metrics[k]:.4f}" for k in ("recall@20", "ndcg@20") if k in metrics},
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model, str(version), key, value)
+    scores = ", ".join(f"{k} {v}" for k, v in tags.items() if k.startswith(("valid/", "test/")))
+    client.update_model_version(
+        model,
+        str(version),
+        description=(
+            f"{kind} by {tags['fedshare.method']} (sharing {config.sharing.policy}, seed {config.run.seed}) "
+            f"on {config.data.dataset} (data {tags['fedshare.data_digest'] or 'digest not recorded'}, "
+            f"consent masks {tags['fedshare.consent_digest'] or 'digest not recorded'}). {scores}. "
+            f"Unlearning events included: {', '.join(events) if events else 'none'}."
+        ),
+    )
 
 
 def mark_served(config: Config, version: str, run_id: str | None = None, served_dir: Path | None = None) -> None:

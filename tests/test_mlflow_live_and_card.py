@@ -1,0 +1,113 @@
+"""What the MLflow UI shows: the curve of a training that is still running, and a model card on
+every registered version (what produced it, on which data and consent, how good, which events)."""
+
+import json
+
+import pytest
+from conftest import synthetic_raw
+
+from fedshare.config import load_config
+from fedshare.mlops import tracking
+from fedshare.stages import train_stage, unshare_stage
+
+mlflow = pytest.importorskip("mlflow")
+
+
+@pytest.fixture
+def overrides(tmp_path):
+    data = tmp_path / "inter.csv"
+    synthetic_raw(n_users=30, n_items=50, per_user=12).to_csv(data, index=False)
+    return [
+        f"data.dataset={data}",
+        "federated.rounds=12",
+        "eval.every=3",
+        "model.dim=8",
+        "unlearning.rounds=2",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"tracking.registered_model=card-{tmp_path.name}",
+    ]
+
+
+@pytest.fixture
+def tracked_config(overrides):
+    return load_config(None, overrides)
+
+
+def test_the_curve_reaches_mlflow_while_the_training_runs(tracked_config, tmp_path, monkeypatch):
+    client = mlflow.MlflowClient(tracking_uri=tracked_config.tracking.uri)
+    seen = []  # (status of the run, points of its curve) right after each validation was sent
+    send = tracking.LiveCurve.__call__
+
+    def send_and_look(self, row):
+        send(self, row)
+        run = client.get_run(self.run_id)
+        seen.append((run.info.status, len(client.get_metric_history(self.run_id, "curve/valid/recall_at_20"))))
+
+    monkeypatch.setattr(tracking.LiveCurve, "__call__", send_and_look)
+    train_stage(tracked_config, tmp_path / "run", progress=False)
+
+    assert seen == [("RUNNING", n) for n in range(1, 5)]  # rounds 3, 6, 9, 12: one more point each time
+    tracked = json.loads((tmp_path / "run" / "tracking.json").read_text())
+    finished = client.get_run(tracked["run_id"])  # the same run, finished at the end with the model
+    assert finished.info.status == "FINISHED"
+    curve = client.get_metric_history(tracked["run_id"], "curve/valid/recall_at_20")
+    assert [point.step for point in curve] == [3, 6, 9, 12]  # not sent twice
+    assert "test/recall_at_20" in finished.data.metrics
+    assert len(client.search_runs([finished.info.experiment_id])) == 1
+
+
+def test_a_training_that_crashes_leaves_a_failed_run_not_a_running_one(tracked_config, tmp_path, monkeypatch):
+    import fedshare.training
+
+    calls = []
+    real = fedshare.training.evaluate
+
+    def evaluate_then_crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fedshare.training, "evaluate", evaluate_then_crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train_stage(tracked_config, tmp_path / "run", progress=False)
+    live = tracking.live_run(tmp_path / "run")
+    run = mlflow.MlflowClient(tracking_uri=tracked_config.tracking.uri).get_run(live["run_id"])
+    assert run.info.status == "FAILED"
+    assert live["curve_logged_through"] == 3
+
+
+def test_tracking_that_is_away_never_costs_the_training(overrides, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once rather than back off for minutes
+    away = load_config(None, overrides + ["tracking.uri=http://127.0.0.1:9"])  # nothing listens there
+    with pytest.warns(UserWarning, match="no live curve"):
+        metrics = train_stage(away, tmp_path / "run", progress=False, track=False, live_curve=True)
+    assert metrics["recall@20"] > 0
+    assert tracking.live_run(tmp_path / "run") is None
+
+
+def test_every_version_carries_a_model_card(tracked_config, tmp_path):
+    client = mlflow.MlflowClient(tracking_uri=tracked_config.tracking.uri)
+    name = tracked_config.tracking.registered_model
+    trained = train_stage(tracked_config, tmp_path / "run", progress=False)
+    unshare_stage(tmp_path / "run", tmp_path / "event-1", "contrastive", fraction=0.2)
+    unshare_stage(tmp_path / "event-1", tmp_path / "event-2", "contrastive", fraction=0.2)
+
+    first, second, third = (client.get_model_version(name, str(v)) for v in (1, 2, 3))
+    assert first.tags["fedshare.kind"] == "training"
+    assert first.tags["test/recall_at_20"] == f"{trained['recall@20']:.4f}"
+    assert first.tags["valid/recall_at_20"] == f"{trained['valid']['recall@20']:.4f}"
+    assert first.tags["fedshare.sharing"] == tracked_config.sharing.policy
+    assert json.loads(first.tags["fedshare.unlearning_events"]) == []
+    # Data and consent versions: same data for all three, consent masks change with each unsharing.
+    assert len(first.tags["fedshare.data_digest"]) == 16
+    assert first.tags["fedshare.data_digest"] == second.tags["fedshare.data_digest"]
+    digests = {v.tags["fedshare.consent_digest"] for v in (first, second, third)}
+    assert len(digests) == 3
+    # The events a version includes: its parent's plus its own.
+    events = json.loads(third.tags["fedshare.unlearning_events"])
+    assert [event.split(":")[0] for event in events] == ["event-1", "event-2"]
+    assert "contrastive" in events[1]
+    for version in (first, second, third):
+        assert "Unlearning events included" in version.description
+    assert "champion" in client.get_registered_model(name).description
