@@ -16,10 +16,16 @@ if [ ! -f "$VENV/.fedshare-installed" ] || [ requirements.txt -nt "$VENV/.fedsha
   "$VENV/bin/python" -m pip install -q --no-deps -e .
   touch "$VENV/.fedshare-installed"
 fi
-# A folder laid out like ../shared/data is used when present; otherwise fedshare downloads.
+# data/ is what data.dvc tracks and what `dvc repro` reads: fill it now, from a folder laid out like
+# ../shared/data when there is one (FEDSHARE_DATA_DIR, else ../shared/data itself), so that `dvc repro`
+# works in a fresh clone.  Without one, fetching would download: say what to run instead of doing it.
+if [ -z "${FEDSHARE_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
+  FEDSHARE_DATA_DIR=$(cd ../shared/data && pwd)
+  echo "hint: export FEDSHARE_DATA_DIR=$FEDSHARE_DATA_DIR (read instead of downloading)" >&2
+fi
 if [ -n "${FEDSHARE_DATA_DIR:-}" ]; then
-  # data/ is what data.dvc tracks and what `dvc repro` reads: fill it now so that the pipeline runs.
-  "$VENV/bin/fedshare" fetch --dataset ml-100k --to data
-elif [ -d ../shared/data ]; then
-  echo "hint: export FEDSHARE_DATA_DIR=$(cd ../shared/data && pwd)" >&2
+  FEDSHARE_DATA_DIR="$FEDSHARE_DATA_DIR" "$VENV/bin/fedshare" fetch --dataset ml-100k --to data
+elif [ ! -f data/ml-100k/u.data ]; then
+  echo "note: before \`dvc repro\`, fill data/ (downloads ML-100K from GroupLens, checksum checked):" >&2
+  echo "  .venv/bin/fedshare fetch --dataset ml-100k --to data" >&2
 fi
