@@ -246,6 +246,51 @@ def add_pipeline_commands(commands) -> None:
     purge.add_argument("--state", help="state folder (default requests.state)")
     add_config_arguments(purge, quiet=False)
     purge.set_defaults(handler=run_purge)
+    add_service_commands(commands)
+
+
+def add_service_commands(commands) -> None:
+    """The HTTP API on a state folder, and the tokens its users authenticate with."""
+    serve = commands.add_parser(
+        "serve",
+        help="start the HTTP API (consent, requests with receipts, recommendations) on a state folder",
+        description="Serve the state folder's model over HTTP: PUT /users/ID/consent, POST /users/ID/unshare, "
+        "POST /users/ID/delete (202 with a receipt), GET /requests/RECEIPT, GET /users/ID/consent, "
+        "GET /users/ID/recommendations?k=20, GET /health; OpenAPI docs at /docs.  Requests become files "
+        "in the inbox (written before the answer), applied by `fedshare process-inbox`, the inbox flow, or "
+        "this process itself with --apply-every.  Tokens: `fedshare users issue-token`.",
+    )
+    serve.add_argument("--state", help="state folder (default requests.state)")
+    serve.add_argument("--inbox", help="inbox folder (default requests.inbox)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--apply-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also apply waiting requests every SECONDS (one process is enough for a demo); 0: leave it to "
+        "process-inbox or the inbox flow (default)",
+    )
+    serve.add_argument(
+        "--method", choices=tuple(UNLEARNING_METHODS), help="unlearning method (default unlearning.method)"
+    )
+    add_config_arguments(serve, quiet=False)
+    serve.set_defaults(handler=run_serve)
+
+    users = commands.add_parser("users", help="manage the API's users (tokens)")
+    user_commands = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    issue = user_commands.add_parser(
+        "issue-token",
+        help="print a new API token for a user (shown once; only its hash is stored)",
+        description="Print a new bearer token for USER_ID (a raw user ID of the data set) as the last line; it "
+        "replaces the user's previous token.  --operator issues a token that acts for every user.",
+    )
+    issue.add_argument("user_id", nargs="?", metavar="USER_ID")
+    issue.add_argument("--operator", action="store_true", help="an operator token (acts for every user)")
+    issue.add_argument("--state", help="state folder (default requests.state)")
+    add_config_arguments(issue, quiet=False)
+    issue.set_defaults(handler=run_issue_token)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, quiet: bool = True) -> None:
@@ -474,7 +519,58 @@ def run_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMPUTE_COMMANDS = {"train", "unshare", "evaluate", "process-inbox"}  # the ones that run torch
+def run_serve(args: argparse.Namespace) -> int:
+    import threading
+    import time
+
+    import uvicorn
+
+    from fedshare.service.api import create_app
+    from fedshare.service.inbox import process_inbox
+    from fedshare.service.pending import pending_files
+
+    config = config_from(args)
+    state, inbox = args.state or config.requests.state, args.inbox or config.requests.inbox
+    if args.apply_every > 0:
+        method = args.method or config.unlearning.method
+
+        def apply_forever() -> None:
+            while True:
+                time.sleep(args.apply_every)
+                try:
+                    if pending_files(inbox):
+                        for outcome in process_inbox(config, state, inbox, method):
+                            print(f"applied {outcome['file']}: {outcome.get('applied', 0)} requests", flush=True)
+                except Exception as err:  # noqa: BLE001 - keep serving; the files stay for the next try
+                    print(f"fedshare serve: applying failed ({err}); retrying in {args.apply_every}s", flush=True)
+
+        threading.Thread(target=apply_forever, name="apply-requests", daemon=True).start()
+    print(f"FedShare API on http://{args.host}:{args.port} (docs: /docs), state {state}, inbox {inbox}", flush=True)
+    uvicorn.run(create_app(state, inbox), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def run_issue_token(args: argparse.Namespace) -> int:
+    from fedshare.service.tokens import TokenStore
+
+    if args.operator == bool(args.user_id):
+        raise ConfigError("give a USER_ID or --operator (not both)")
+    from fedshare.data.sharing import load_mask
+    from fedshare.service.model_store import ModelStore
+
+    config = config_from(args)
+    state = args.state or config.requests.state
+    served = ModelStore(state).require_current()
+    if args.user_id and args.user_id not in set(load_mask(served / "masks.parquet")["user_id"].astype(str)):
+        raise DataError(f"user {args.user_id} is not in the served model's data ({served})")
+    token = TokenStore(state).issue(None if args.operator else args.user_id)
+    who = "the operator" if args.operator else f"user {args.user_id}"
+    print(f"token for {who} (shown once; send it as 'Authorization: Bearer TOKEN'):")
+    print(token)
+    return 0
+
+
+COMPUTE_COMMANDS = {"train", "unshare", "evaluate", "process-inbox", "serve"}  # the ones that run torch
 
 
 def main(argv: list[str] | None = None) -> int:
