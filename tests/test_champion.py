@@ -98,3 +98,52 @@ def test_champion_follows_the_served_model_on_every_path(tmp_path):
     assert event_run.data.tags["fedshare.run_dir"] == str(current.resolve())
     replaced = client.get_run(json.loads((tmp_path / "served" / "tracking.json").read_text())["run_id"])
     assert replaced.data.tags["fedshare.run_dir"].startswith("purged")
+
+
+def test_a_kill_between_the_journal_and_the_alias_is_repaired_by_the_next_run(tmp_path):
+    """SIGKILL right after the journal says `applied`, before `champion` moves: the next run's
+    recovery moves it, so champion and CURRENT never stay apart."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    data = tmp_path / "inter.csv"
+    synthetic_raw(n_users=30, n_items=50, per_user=12).to_csv(data, index=False)
+    name = f"crash-{tmp_path.name}"
+    overrides = [
+        f"data.dataset={data}",
+        "federated.rounds=6",
+        "eval.every=2",
+        "model.dim=8",
+        "unlearning.rounds=2",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"tracking.registered_model={name}",
+    ]
+    config = load_config(None, overrides)
+    state, inbox = tmp_path / "state", tmp_path / "inbox"
+    train_stage(config, tmp_path / "run", progress=False)
+    assert publish(config, state, tmp_path / "run")
+    client = mlflow.MlflowClient(tracking_uri=config.tracking.uri)
+    served_version = aliases(client, name)["champion"]
+    mask = pd.read_parquet(ModelStore(state).require_current() / "masks.parquet")
+    user_id = int(mask.loc[mask["shared"], "user_id"].iloc[0])
+    inbox.mkdir()
+    pd.DataFrame({"request_id": ["r1"], "user_id": [user_id], "item_id": [""]}).to_csv(inbox / "r.csv", index=False)
+
+    def process_inbox_cli(crash_at=None):
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        if crash_at:
+            env["FEDSHARE_CRASH_AT"] = crash_at
+        args = ["process-inbox", "--state", str(state), "--inbox", str(inbox)]
+        args += [a for o in overrides for a in ("--set", o)]
+        return subprocess.run([sys.executable, "-m", "fedshare.cli", *args], env=env, capture_output=True, timeout=300)
+
+    assert process_inbox_cli(crash_at="applied").returncode == -9
+    unlearned = ModelStore(state).require_current()
+    assert aliases(client, name)["champion"] == served_version != version_of(unlearned)  # the window
+    assert process_inbox_cli().returncode == 0  # recovery, then the re-sent file's rows are duplicates
+    assert aliases(client, name)["champion"] == version_of(unlearned)
+    assert ModelStore(state).require_current() == unlearned
+    assert json.loads((unlearned / "tracking.json").read_text())["champion"] is True

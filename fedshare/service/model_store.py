@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ class ModelStore:
         current = self.current()
         if current is not None:
             self.purge_superseded()  # killed after the switch to CURRENT but before the purge
+            restore_champion(current)  # killed between the journal's `applied` and moving `champion`
         applied_file = current / "applied.csv" if current else None
         if applied_file is None or not applied_file.exists():
             return
@@ -140,6 +142,21 @@ def mark_champion(model_dir: Path) -> dict[str, Any]:
     tracked = {**tracked, "champion": True}
     atomic_write_json(tracking_file, tracked)
     return tracked
+
+
+def restore_champion(model_dir: Path) -> None:
+    """Move ``champion`` to the served model if a killed process left it on the one before: the
+    served model's tracking record says ``champion`` only once the alias has moved.  A tracking
+    server that is away is no reason to stop recovering; the next run tries again."""
+    tracking_file = model_dir / "tracking.json"
+    if not model_dir.exists() or not tracking_file.exists():
+        return
+    tracked = json.loads(tracking_file.read_text())
+    if tracked.get("model_version") and not tracked.get("champion"):
+        try:
+            mark_champion(model_dir)
+        except Exception as error:  # noqa: BLE001
+            warnings.warn(f"could not move MLflow's champion alias to {model_dir.name} ({error}); will retry")
 
 
 def refuse_withdrawn_pairs(store: ModelStore, run_dir: Path) -> None:
