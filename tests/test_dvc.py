@@ -94,3 +94,36 @@ def test_dvc_experiment_compares_sharing_policies(clean_clone):
             policy = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("sharing", {}).get("policy")
             policies.add(policy)
     assert {"mixed", "all"} <= policies
+
+
+def test_init_home_makes_the_data_folder_version_the_masks_and_outside_dvc_it_says_so(tmp_path, caplog):
+    """The stack's volume: scripts/init_home.sh makes it a DVC repository with a remote, so the served
+    masks get versions there; a state folder outside any DVC repository is warned about, not silent."""
+    import logging
+
+    import pandas as pd
+
+    from fedshare.mlops.versioning import mask_versions, version_masks
+
+    masks = tmp_path / "masks.parquet"
+    pd.DataFrame({"user": [0, 1], "item": [0, 1], "shared": [True, False]}).to_parquet(masks)
+    with caplog.at_level(logging.WARNING, logger="fedshare"):
+        assert version_masks(tmp_path / "loose-state", masks) is None
+    assert "not versioned" in caplog.text and "init_home.sh" in caplog.text
+
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "FEDSHARE_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    made = subprocess.run(
+        ["bash", str(REPO / "scripts" / "init_home.sh"), "true"], env=env, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    assert (home / ".dvc").is_dir() and (home / "state").is_dir() and (home / "inbox").is_dir()
+    again = subprocess.run(["bash", str(REPO / "scripts" / "init_home.sh")], env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "init_home" not in again.stderr  # idempotent: the repository is kept
+    version = version_masks(home / "state", masks)
+    assert version["pushed"] is True and mask_versions(home / "state")[-1]["md5"] == version["md5"]
+    assert any((home / "dvc-remote").rglob("*")), "the version reached the volume's DVC remote"

@@ -290,10 +290,12 @@ def test_compose_wiring_mlflow_prefect_and_the_flows(compose):
     pool = {d["work_pool"]["name"] for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
     assert pool == {"fedshare"}
     worker = command_words(services["prefect-worker"])
-    assert worker[:5] == ["prefect", "worker", "start", "--pool", "fedshare"] and "--with-healthcheck" in worker
+    assert worker[:2] == ["bash", "scripts/init_home.sh"]  # the volume's DVC repository first
+    assert worker[2:7] == ["prefect", "worker", "start", "--pool", "fedshare"] and "--with-healthcheck" in worker
     assert command_words(services["prefect-deploy"]) == ["bash", "scripts/deploy.sh"]
     assert "prefect deploy --all --no-prompt" in (REPO / "scripts" / "deploy.sh").read_text()
-    assert command_words(services["fedshare"])[:3] == ["python", "-m", "flows.serve"]
+    serve = command_words(services["fedshare"])
+    assert serve[:5] == ["bash", "/app/scripts/init_home.sh", "python", "-m", "flows.serve"]
     for name in ("prefect-deploy", "prefect-worker", "fedshare"):
         env = services[name]["environment"]
         assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api", name

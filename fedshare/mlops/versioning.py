@@ -8,12 +8,15 @@ them with their MD5 and time, so any version can be restored with DVC.
 Keeping old versions would undo forgetting: a version from before an unsharing event still marks
 the withdrawn interactions as shared.  ``purge_mask_versions`` deletes every version but the
 current one from the cache and the local remote once it is older than the retention period.
-Outside a DVC repository all of this is skipped (the state folder may live anywhere).
+Outside a DVC repository all of this is skipped (the state folder may live anywhere), with one
+warning per state folder, so that it is never off without anyone knowing (``scripts/init_home.sh``
+makes a data folder a DVC repository).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 import warnings
@@ -23,6 +26,8 @@ from typing import Any
 from fedshare.storage import atomic_write_json
 
 MASKS = "masks.parquet"
+log = logging.getLogger(__name__)
+_warned_unversioned: set[Path] = set()
 
 
 def dvc_root(path: Path) -> Path | None:
@@ -47,6 +52,13 @@ def version_masks(state: str | Path, masks_file: Path) -> dict[str, Any] | None:
     state = Path(state)
     root = dvc_root(state)
     if root is None:
+        if state.resolve() not in _warned_unversioned:
+            _warned_unversioned.add(state.resolve())
+            log.warning(
+                "the masks of %s are not versioned: it is not inside a DVC repository "
+                "(`dvc init` there, or FEDSHARE_HOME=FOLDER bash scripts/init_home.sh)",
+                state,
+            )
         return None
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
