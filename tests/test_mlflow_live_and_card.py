@@ -2,6 +2,7 @@
 every registered version (what produced it, on which data and consent, how good, which events)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import synthetic_raw
@@ -111,3 +112,47 @@ def test_every_version_carries_a_model_card(tracked_config, tmp_path):
     for version in (first, second, third):
         assert "Unlearning events included" in version.description
     assert "champion" in client.get_registered_model(name).description
+
+
+def test_a_copied_project_keeps_its_artifacts_in_its_own_mlruns(tmp_path):
+    """The default store is ./mlflow.db with artifacts in ./mlruns; MLflow records absolute paths, so
+    without care a copy of the folder writes into, and reads from, the original's mlruns/."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    synthetic_raw(n_users=30, n_items=50, per_user=12).to_csv(original / "inter.csv", index=False)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO)
+
+    def train_in(folder, out):  # a fresh process in the project folder, as a user would run it
+        args = ["train", "--dataset", "inter.csv", "--rounds", "4", "--quiet", "--out", out]
+        args += ["--set", "eval.every=2", "--set", "model.dim=8", "--config", str(REPO / "params.yaml")]
+        done = subprocess.run(
+            [sys.executable, "-m", "fedshare.cli", *args], cwd=folder, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads((folder / out / "tracking.json").read_text()), done.stderr
+
+    first, _ = train_in(original, "run")
+    shutil.copytree(original, copy)
+    before = sorted(p.relative_to(original) for p in (original / "mlruns").rglob("*"))
+    second, said = train_in(copy, "run2")
+    assert "was copied from another folder" in said
+    assert sorted(p.relative_to(original) for p in (original / "mlruns").rglob("*")) == before  # untouched
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
+    for run_id in (first["run_id"], second["run_id"]):
+        artifacts = Path(client.get_run(run_id).info.artifact_uri)
+        assert artifacts.is_relative_to(copy / "mlruns") and (artifacts / "metrics.json").exists(), artifacts
+    import sqlite3
+
+    with sqlite3.connect(copy / "mlflow.db") as db:  # the registry's copies of the weights, too
+        stored = [Path(row[0]) for row in db.execute("select storage_location from model_versions")]
+    assert len(stored) == 2 and all(path.is_relative_to(copy / "mlruns") and path.exists() for path in stored)
+    _, said_again = train_in(copy, "run3")
+    assert "copied" not in said_again  # rewritten once; the copy is now a project of its own

@@ -106,7 +106,57 @@ def names(config: Config) -> tuple[str, str]:
 
 
 def tracking_uri(config: Config) -> str:
-    return config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    keep_artifacts_beside_the_database(uri)
+    return uri
+
+
+# Artifact tables of MLflow's SQL store whose values are local paths (MLflow 3 writes plain absolute paths).
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
+_checked_stores: set[Path] = set()
+
+
+def keep_artifacts_beside_the_database(uri: str) -> None:
+    """A local ``sqlite:///…/mlflow.db`` keeps its artifacts in the ``mlruns/`` folder next to it.
+
+    MLflow stores absolute artifact paths, so a copied project folder (its ``mlflow.db`` and
+    ``mlruns/``) would go on writing into, and reading from, the original's ``mlruns/``.  Once per
+    process and database, paths of the form ``OTHER/mlruns/…`` are rewritten to ``HERE/mlruns/…``
+    (HERE: the database's folder), so that a copy is self-contained.  Any other location (a
+    server, an object store, a folder configured on purpose) is left alone.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    if database in _checked_stores or not database.exists():
+        return
+    _checked_stores.add(database)
+    import sqlite3
+
+    here = f"{database.parent}/mlruns/"
+    with sqlite3.connect(database) as connection:
+        tables = {row[0] for row in connection.execute("select name from sqlite_master where type='table'")}
+        if "experiments" not in tables:
+            return
+        roots = {
+            location[: location.index("/mlruns/") + len("/mlruns/")]
+            for (location,) in connection.execute("select artifact_location from experiments")
+            if location and "/mlruns/" in location and not location.startswith(here)
+        }
+        roots = {root for root in roots if root.startswith("/")}  # plain local paths only
+        for old in roots:
+            for table, column in ARTIFACT_COLUMNS:
+                if table in tables:
+                    connection.execute(
+                        f"update {table} set {column} = ? || substr({column}, ?) where substr({column}, 1, ?) = ?",
+                        (here, len(old) + 1, len(old), old),
+                    )
+            warnings.warn(f"{database} was copied from another folder: its artifacts now live in {here}, not {old}")
 
 
 def metric_key(name: str) -> str:
