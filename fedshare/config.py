@@ -119,6 +119,7 @@ class RequestsConfig:
     inbox: str = "inbox"
     state: str = "state"
     retention_days: float = 0.0
+    share_rounds: int = 20
 
 
 @dataclass

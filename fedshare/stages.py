@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from fedshare.config import Config, save_config
 from fedshare.data.interactions import Interactions, load_interactions
@@ -16,18 +18,20 @@ from fedshare.data.requests import (
     apply_to_mask,
     draw_requests,
     read_requests,
+    replay_on_mask,
     resolve_requests,
 )
 from fedshare.data.sharing import build_mask, load_mask, save_mask, sharing_users
 from fedshare.errors import ConfigError, DataError
 from fedshare.evaluation import embedding_distance, evaluate, unlearning_metrics
+from fedshare.federated.round import run_round
 from fedshare.federated.simulation import Model
 from fedshare.mlops.tracking import LiveCurve, log_training, log_unlearning
 from fedshare.mlops.validation import check, validate_interactions, validate_masks
 from fedshare.rundir import final_metrics, load_run, save_model
 from fedshare.storage import atomic_write_json
 from fedshare.training import TrainResult, train
-from fedshare.unlearning.common import UnlearningJob, UnlearningResult
+from fedshare.unlearning.common import UnlearningJob, UnlearningResult, replace_graph
 from fedshare.unlearning.fru import UpdateLog
 from fedshare.unlearning.registry import METHODS, unlearn
 from fedshare.unlearning.snapshots import SnapshotStore
@@ -91,20 +95,18 @@ def share_stage(
 def respect_withdrawals(
     interactions: Interactions, mask: pd.DataFrame, withdrawn: pd.DataFrame | None
 ) -> tuple[Interactions, pd.DataFrame]:
-    """Replay a state folder's applied requests (the journal's, raw IDs) on freshly drawn masks.
+    """Replay a state folder's applied requests (the journal's, raw IDs, in order) on freshly drawn masks.
 
     What a user unshared stays private; what a user deleted also leaves the device's training data
-    (and the masks).  Every path that trains for a state folder calls this, so a retraining never
-    brings back withdrawn consent.  Replaying on masks that already respect a request is a no-op.
+    (and the masks); what a user shared later (the slider moved up) is shared.  Every path that
+    trains for a state folder calls this, so a retraining never brings back withdrawn consent.
+    Replaying on masks that already respect the requests is a no-op.
     """
     if withdrawn is None or withdrawn.empty:
         return interactions, mask
-    pairs = resolve_requests(withdrawn[["request_id", "user_id", "item_id"]], mask).pairs
-    mask = apply_to_mask(mask, pairs)
-    deletes = set(withdrawn.loc[withdrawn["mode"] == "delete", "request_id"].astype(str))
-    deleted = pairs[pairs["request_id"].astype(str).isin(deletes)]
+    mask, deleted = replay_on_mask(mask, withdrawn)
     if not deleted.empty:
-        interactions, mask = apply_delete(interactions, mask, deleted)
+        interactions = apply_delete(interactions, mask, deleted)[0]
     return interactions, mask
 
 
@@ -320,6 +322,71 @@ def unshare_stage(
         metrics["tracking"] = track_unlearning(
             config, Path(run_dir), out, result.model, metrics, new_interactions.table, new_mask
         )
+        atomic_write_json(out / "unlearning.json", metrics)
+    return metrics
+
+
+def share_more_stage(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    requests: pd.DataFrame,
+    seed: int | None = None,
+    track: bool | None = None,
+) -> dict[str, Any]:
+    """Share requests (the slider moved up): add the accepted private pairs to the server graph and
+    continue training the served model for ``requests.share_rounds`` rounds; writes a new run folder.
+
+    Continued training is the cheap path; retraining from scratch with the same masks is the
+    reference (``bench/share.py`` measures both).  The round-0 snapshot, free of any user's data,
+    is carried over for later unlearning events.
+    """
+    config, interactions, mask, model = load_run(run_dir)
+    if config.run.method != "fedshare":
+        raise ConfigError(f"{run_dir} was trained with --method {config.run.method}; sharing needs a fedshare run")
+    seed = config.run.seed if seed is None else seed
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    requests.to_csv(out / "requests.csv", index=False)
+    accepted = resolve_requests(requests, mask, "share")
+    accepted.rejected.to_csv(out / "rejections.csv", index=False)
+    if accepted.pairs.empty:
+        raise DataError(
+            f"no valid share request ({len(accepted.rejected)} rejected, reasons in {out / 'rejections.csv'})"
+        )
+    accepted.pairs.to_csv(out / "applied.csv", index=False)
+    new_mask = apply_to_mask(mask, accepted.pairs, shared=True)
+
+    started = time.perf_counter()
+    generator = torch.Generator(device=model.server.device)
+    generator.manual_seed(seed + 1)
+    replace_graph(model, new_mask, interactions)
+    for _ in range(config.requests.share_rounds):
+        run_round(model, generator)
+    seconds = time.perf_counter() - started
+    sharing = sharing_users(new_mask, interactions.n_users)
+    metrics: dict[str, Any] = {
+        **evaluate(model, interactions, "test", {"sharing": sharing, "private": ~sharing}),
+        "valid": evaluate(model, interactions, "valid"),
+        "method": "continue",
+        "mode": "share",
+        "seconds": round(seconds, 3),
+        "rounds": config.requests.share_rounds,
+        "requests": int(accepted.pairs["request_id"].nunique()),
+        "rejected": len(accepted.rejected),
+        "shared_interactions": len(accepted.pairs),
+        "users_affected": int(accepted.pairs["user"].nunique()),
+    }
+    snapshots, kept = SnapshotStore(Path(run_dir) / "snapshots"), SnapshotStore(out / "snapshots")
+    for round_number in snapshots.rounds()[:1]:
+        kept.save(round_number, snapshots.load(round_number))
+    metrics["storage_bytes"] = kept.bytes_on_disk() if kept.folder.exists() else 0
+    save_config(config, out / "config.yaml")
+    interactions.save(out)
+    save_mask(new_mask, out / "masks.parquet")
+    save_model(TrainResult(model, 0, {}), out)
+    atomic_write_json(out / "unlearning.json", metrics)  # the event record, named as for every event
+    if config.tracking.enabled if track is None else track:
+        metrics["tracking"] = track_unlearning(config, Path(run_dir), out, model, metrics, interactions.table, new_mask)
         atomic_write_json(out / "unlearning.json", metrics)
     return metrics
 

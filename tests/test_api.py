@@ -159,7 +159,7 @@ def test_bad_bodies_are_422_with_a_reason_and_change_nothing(state):
     assert not list(inbox.iterdir()) and not (state_dir / "journal.jsonl").exists()
 
 
-def test_the_slider_moves_down_and_the_receipts_go_from_accepted_to_applied(state, tmp_path):
+def test_the_slider_moves_down_and_up_and_the_receipts_go_from_accepted_to_applied(state, tmp_path):
     state_dir, inbox, overrides, users, _, mask = state
     alice, token = next(iter(users.items()))
     theirs = mask[mask["user_id"].astype(str) == alice]
@@ -182,23 +182,33 @@ def test_the_slider_moves_down_and_the_receipts_go_from_accepted_to_applied(stat
         assert after["model"] == applied["model"]
         assert [h["state"] for h in after["history"]] == ["accepted", "applied"]
 
-        # the slider to 0: everything still shared is withdrawn; moving it up is refused for now
+        # the slider to 0: everything still shared is withdrawn
         zero = httpx.put(f"{url}/users/{alice}/consent", json={"ratio": 0.0}, headers=bearer(token))
         assert zero.status_code == 202 and zero.json()["withdrawn_items"] == after["shared_items"]
         assert wait_for(url, token, zero.json()["request_id"])["state"] == "applied"
         final = httpx.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
         assert final["shared_items"] == 0 and final["ratio"] == 0.0
-        up = httpx.put(f"{url}/users/{alice}/consent", json={"ratio": 0.5}, headers=bearer(token))
-        assert up.status_code == 409 and "nothing changed" in up.json()["detail"]
         same = httpx.put(f"{url}/users/{alice}/consent", json={"ratio": 0.0}, headers=bearer(token))
-        assert same.status_code == 202 and same.json() == {
-            "request_id": None,
-            "state": "unchanged",
-            "withdrawn_items": 0,
-            "status_url": None,
-        }
+        assert same.status_code == 202 and same.json()["state"] == "unchanged" and same.json()["request_id"] is None
+
+        # and up again: the device picks which private items it gives; the server trains on with them
+        up = httpx.put(f"{url}/users/{alice}/consent", json={"ratio": 0.5}, headers=bearer(token))
+        half = len(theirs) // 2
+        assert up.status_code == 202 and up.json()["shared_items"] == half and up.json()["withdrawn_items"] == 0
+        assert wait_for(url, token, up.json()["request_id"])["state"] == "applied"
+        raised = httpx.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
+        assert raised["shared_items"] == half and raised["model"] != final["model"]
+
+        # exact items, some taken back and some given, under one receipt (two events, withdrawal first)
+        give = sorted(set(theirs["item_id"].astype(str)) - set(raised["shared"]))[:1]
+        wanted = raised["shared"][1:] + give
+        both = httpx.put(f"{url}/users/{alice}/consent", json={"items": wanted}, headers=bearer(token)).json()
+        assert (both["withdrawn_items"], both["shared_items"]) == (1, 1)
+        assert wait_for(url, token, both["request_id"])["state"] == "applied"
+        now = httpx.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
+        assert sorted(now["shared"]) == sorted(wanted)
         later = httpx.get(f"{url}/users/{alice}/recommendations?k=10", headers=bearer(token)).json()
-        assert later["model"] == final["model"] and not set(later["items"]) & on_device
+        assert later["model"] == now["model"] and not set(later["items"]) & on_device
     assert not list(inbox.glob("*.csv"))  # every request file was processed
 
 

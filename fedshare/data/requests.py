@@ -1,5 +1,5 @@
-"""Unsharing request files: read (with limits), resolve against the current masks, draw at random,
-and apply to the masks (unshare) or to the devices' data too (delete)."""
+"""Request files: read (with limits), resolve against the current masks, draw at random, and apply
+to the masks (unshare, share) or to the devices' data too (delete)."""
 
 from __future__ import annotations
 
@@ -46,10 +46,24 @@ def read_requests(path: Path) -> pd.DataFrame:
     return table[["request_id", "user_id", "item_id"]]
 
 
-def resolve_requests(table: pd.DataFrame, mask: pd.DataFrame) -> Requests:
-    """Check each request against the current masks; expand 'all items' requests."""
-    shared = mask[mask["shared"]]
-    by_user = {user_id: group for user_id, group in shared.groupby("user_id")}
+MODES = ("unshare", "delete", "share")  # share: the slider moved up (private training items become shared)
+
+
+def mode_of_file(path: Path) -> str:
+    """Request files say their mode by name: delete*.csv, share*.csv, anything else unshares."""
+    name = Path(path).name
+    return "delete" if name.startswith("delete") else "share" if name.startswith("share") else "unshare"
+
+
+def resolve_requests(table: pd.DataFrame, mask: pd.DataFrame, mode: str = "unshare") -> Requests:
+    """Check each request against the current masks; expand 'all items' requests.
+
+    ``unshare``/``delete`` take back items the user shares now; ``share`` gives items the user keeps
+    private now (its training pairs only: a device cannot share what it does not hold).
+    """
+    sharing_more = mode == "share"
+    candidates = mask[~mask["shared"]] if sharing_more else mask[mask["shared"]]
+    by_user = {user_id: group for user_id, group in candidates.groupby("user_id")}
     known_users = set(mask["user_id"].tolist())
     accepted, rejected, seen_ids = [], [], set()
     for row in table.itertuples(index=False):
@@ -65,12 +79,16 @@ def resolve_requests(table: pd.DataFrame, mask: pd.DataFrame) -> Requests:
         elif user_id not in known_users:
             reason = "unknown user"
         elif user_id not in by_user:
-            reason = "user shares nothing"
+            reason = "user shares everything already" if sharing_more else "user shares nothing"
         else:
             group = by_user[user_id]
             chosen = group if item_id is None else group[group["item_id"] == item_id]
             if chosen.empty:
-                reason = "item not currently shared by this user"
+                reason = (
+                    "item is not a private training item of this user"
+                    if sharing_more
+                    else "item not currently shared by this user"
+                )
             else:
                 accepted.append(
                     chosen.assign(request_id=row.request_id)[["request_id", "user_id", "item_id", "user", "item"]]
@@ -113,11 +131,12 @@ def draw_requests(mask: pd.DataFrame, fraction: float, scope: str, seed: int) ->
     return pd.DataFrame(rows, columns=["request_id", "user_id", "item_id"])
 
 
-def apply_to_mask(mask: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+def apply_to_mask(mask: pd.DataFrame, pairs: pd.DataFrame, shared: bool = False) -> pd.DataFrame:
+    """The masks with ``pairs`` made private (an unshare) or, with ``shared=True``, shared."""
     keys = set(zip(pairs["user"].tolist(), pairs["item"].tolist()))
     new = mask.copy()
     hit = [pair in keys for pair in zip(new["user"].tolist(), new["item"].tolist())]
-    new.loc[hit, "shared"] = False
+    new.loc[hit, "shared"] = shared
     return new
 
 
@@ -130,3 +149,26 @@ def apply_delete(
     table = interactions.table[keep].reset_index(drop=True)
     keep_mask = [pair not in keys for pair in zip(mask["user"].tolist(), mask["item"].tolist())]
     return Interactions(table, interactions.user_ids, interactions.item_ids), mask[keep_mask].reset_index(drop=True)
+
+
+def replay_on_mask(mask: pd.DataFrame, applied: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Replay applied requests (request_id, user_id, item_id, mode; in the order they were applied)
+    on masks: what a user unshared or deleted is private again, what they shared later is shared.
+    Returns the masks and the deleted pairs (to remove from the devices' data too).
+
+    Consecutive requests of one mode are resolved together against the masks as they are by then,
+    as the inbox resolved them: an unshare after a share takes the item back, a share after an
+    unshare gives it again, and a request that had nothing to act on then has nothing now.
+    """
+    deleted = []
+    runs = (applied["mode"] != applied["mode"].shift()).cumsum()
+    for _, group in applied.groupby(runs, sort=True):
+        mode = group["mode"].iloc[0]
+        pairs = resolve_requests(group[REQUEST_COLUMNS], mask, mode).pairs
+        mask = apply_to_mask(mask, pairs, shared=mode == "share")
+        if mode == "delete" and not pairs.empty:
+            keys = set(zip(pairs["user"].tolist(), pairs["item"].tolist()))
+            mask = mask[[pair not in keys for pair in zip(mask["user"].tolist(), mask["item"].tolist())]]
+            deleted.append(pairs)
+    columns = ["request_id", "user_id", "item_id", "user", "item"]
+    return mask.reset_index(drop=True), (pd.concat(deleted) if deleted else pd.DataFrame(columns=columns))

@@ -189,16 +189,18 @@ def validate_masks(mask: pd.DataFrame, interactions_table: pd.DataFrame, toleran
     return _report("masks", len(mask), results)
 
 
-def validate_requests(requests: pd.DataFrame, mask: pd.DataFrame) -> ValidationReport:
-    """An unsharing request file against the current mask, for information: which requests
-    ``unlearning.resolve_requests`` would reject, and why (it still decides row by row)."""
+def validate_requests(requests: pd.DataFrame, mask: pd.DataFrame, mode: str = "unshare") -> ValidationReport:
+    """A request file against the current mask, for information: which requests
+    ``resolve_requests`` would reject, and why (it still decides row by row).  A ``share`` file
+    asks for items the user keeps private now; the others for items the user shares now."""
     import great_expectations.expectations as gxe
 
     def cells(name: str) -> list:
         return [_text(value) for value in requests[name].tolist()] if name in requests else [None] * len(requests)
 
     request_id, user_id, item_id = cells("request_id"), cells("user_id"), cells("item_id")
-    shared = mask[mask["shared"].eq(True)]
+    sharing_more = mode == "share"
+    shared = mask[mask["shared"].eq(not sharing_more)]  # the pairs this mode can act on
     known_users = set(mask["user_id"].tolist())
     sharing_users = set(shared["user_id"].tolist())
     shared_pairs = {f"{u}/{i}" for u, i in zip(shared["user_id"].tolist(), shared["item_id"].tolist())}
@@ -236,13 +238,23 @@ def validate_requests(requests: pd.DataFrame, mask: pd.DataFrame) -> ValidationR
         gxe.ExpectColumnValuesToBeInSet(
             column="known user",
             value_set=sorted(sharing_users),
-            meta={"subject": "user_id", "problem": "requests name a user who shares nothing"},
+            meta={
+                "subject": "user_id",
+                "problem": "requests name a user who shares everything already"
+                if sharing_more
+                else "requests name a user who shares nothing",
+            },
         ),
         # Only the pairs this file asks for go into the value set (a full shared set can be ~10^6 pairs).
         gxe.ExpectColumnValuesToBeInSet(
             column="user/item",
             value_set=sorted(set(pair) & shared_pairs),
-            meta={"subject": "item_id", "problem": "requests name an item the user does not currently share"},
+            meta={
+                "subject": "item_id",
+                "problem": "requests name an item that is not a private training item of the user"
+                if sharing_more
+                else "requests name an item the user does not currently share",
+            },
         ),
     ]
     return _report("requests", len(requests), _run("requests", frame, expectations))

@@ -11,8 +11,9 @@ Every endpoint but ``/health`` and the docs needs ``Authorization: Bearer TOKEN`
 (``fedshare users issue-token ID``) acts for that user only (403 otherwise), an operator token
 (``--operator``) for anyone; no or an unknown token is 401.
 
-Sharing *more* (moving the slider up) is not applied by the unlearning flow yet: a consent change
-that would share an item the user does not share now is answered 409, and nothing changes.
+Moving the slider up writes a ``share-api-…`` file: the server adds the edges and continues
+training the served model (``fedshare.stages.share_more_stage``).  A consent change that takes some
+items back and gives others writes both files under one receipt, the withdrawal first.
 """
 
 from __future__ import annotations
@@ -59,8 +60,20 @@ class ConsentBody(BaseModel):
 class Receipt(BaseModel):
     request_id: str | None
     state: str
-    withdrawn_items: int
+    withdrawn_items: int  # items the request takes back (an empty item ID counts once: "everything shared")
+    shared_items: int = 0  # items it gives the server (the slider moved up)
     status_url: str | None = None
+
+
+MODE_PREFIX = {"unshare": "", "delete": "delete-", "share": "share-"}  # what the inbox reads the mode from
+
+
+def request_file(mode: str, request_id: str) -> str:
+    return f"{MODE_PREFIX[mode]}{API_PREFIX}{request_id}.csv"
+
+
+def new_request_id() -> str:
+    return f"r-{secrets.token_hex(8)}"
 
 
 @dataclass
@@ -171,29 +184,28 @@ def create_app(state: str | Path, inbox: str | Path) -> FastAPI:
     def put_consent(body: ConsentBody, user_id: str = Depends(acting_for)) -> Receipt:
         rows = user_rows(served.get(), user_id)
         shared = rows.loc[rows["shared"], "item_id"].tolist()
+        private = rows.loc[~rows["shared"], "item_id"].tolist()
         if body.items is not None:
             unknown = sorted(set(body.items) - set(rows["item_id"]))
             if unknown:
                 raise HTTPException(422, f"not among the user's training items: {', '.join(unknown[:20])}")
             keep = set(body.items)
-        else:
+        else:  # the device picks which items move, at random: nothing the server could steer
             count = int(np.floor(body.ratio * len(rows) + 1e-9))
-            if count > len(shared):
-                keep = set(rows["item_id"])  # any set this large shares more than today: refused below
+            pick = np.random.default_rng().permutation
+            if count >= len(shared):
+                keep = set(shared) | {private[i] for i in pick(len(private))[: count - len(shared)]}
             else:
-                kept = np.random.default_rng().permutation(len(shared))[:count]  # the device picks what stays
-                keep = {shared[i] for i in kept}
-        more = sorted(keep - set(shared))
-        if more:
-            raise HTTPException(
-                409,
-                f"sharing more ({len(more)} items not shared now) is not supported yet: only moving the slider "
-                "down is applied; nothing changed",
-            )
-        withdrawn = sorted(set(shared) - keep)
-        if not withdrawn:
+                keep = {shared[i] for i in pick(len(shared))[:count]}
+        withdrawn, more = sorted(set(shared) - keep), sorted(keep - set(shared))
+        if not withdrawn and not more:
             return Receipt(request_id=None, state="unchanged", withdrawn_items=0)
-        return withdraw(user_id, withdrawn, "unshare")
+        request_id = new_request_id()
+        if withdrawn:  # written first: api-… sorts before share-api-…, so the inbox applies it first
+            write_request(request_id, user_id, withdrawn, "unshare", "u" if more else "")
+        if more:
+            write_request(request_id, user_id, more, "share", "s" if withdrawn else "")
+        return receipt(request_id, len(withdrawn), len(more))
 
     def withdraw(user_id: str, items: list[str] | None, mode: str) -> Receipt:
         rows = user_rows(served.get(), user_id)
@@ -205,14 +217,28 @@ def create_app(state: str | Path, inbox: str | Path) -> FastAPI:
             if unknown:
                 what = "training" if mode == "delete" else "shared"
                 raise HTTPException(422, f"not among the user's {what} items: {', '.join(unknown[:20])}")
-        request_id = f"r-{secrets.token_hex(8)}"
+        request_id = new_request_id()
         targets = [""] if items is None else sorted(set(items))
-        ids = [request_id] if len(targets) == 1 else [f"{request_id}.{n}" for n in range(1, len(targets) + 1)]
+        write_request(request_id, user_id, targets, mode)
+        return receipt(request_id, len(targets), 0)
+
+    def write_request(request_id: str, user_id: str, targets: list[str], mode: str, tag: str = "") -> None:
+        """One request file in the inbox, fsynced before the answer; row IDs ``RECEIPT`` or ``RECEIPT.[tag]N``."""
+        ids = (
+            [request_id]
+            if len(targets) == 1 and not tag
+            else [f"{request_id}.{tag}{n}" for n in range(1, len(targets) + 1)]
+        )
         table = pd.DataFrame({"request_id": ids, "user_id": user_id, "item_id": targets})[REQUEST_COLUMNS]
-        name = f"{'delete-' if mode == 'delete' else ''}{API_PREFIX}{request_id}.csv"
-        atomic_write_bytes(inbox / name, table.to_csv(index=False).encode())  # fsynced before the 202
+        atomic_write_bytes(inbox / request_file(mode, request_id), table.to_csv(index=False).encode())
+
+    def receipt(request_id: str, withdrawn: int, shared: int) -> Receipt:
         return Receipt(
-            request_id=request_id, state="accepted", withdrawn_items=len(targets), status_url=f"/requests/{request_id}"
+            request_id=request_id,
+            state="accepted",
+            withdrawn_items=withdrawn,
+            shared_items=shared,
+            status_url=f"/requests/{request_id}",
         )
 
     @app.get("/requests/{request_id}")
@@ -242,42 +268,41 @@ def user_rows(model: ServedModel, user_id: str) -> pd.DataFrame:
 
 
 def request_status(store: ModelStore, inbox: Path, request_id: str) -> dict[str, Any] | None:
-    """accepted (waiting in the inbox, or journaled and being applied), applied (with the event and
-    the model version), or rejected (with the reasons); ``None`` if this ID was never received."""
+    """accepted (a file of it waits in the inbox, or it is journaled and being applied), applied
+    (with the event and the model version), or rejected (with the reasons); ``None`` if this ID
+    was never received.  A receipt whose files are not all applied yet is still accepted."""
+    for mode in MODE_PREFIX:
+        waiting = inbox / request_file(mode, request_id)
+        if waiting.exists():
+            user_id = pd.read_csv(waiting, dtype=str, keep_default_na=False)["user_id"].iloc[0]
+            return {"request_id": request_id, "user_id": user_id, "state": "accepted", "detail": "waiting"}
     mine = lambda rid: rid == request_id or rid.startswith(f"{request_id}.")  # noqa: E731
     journal = [e for e in store.journal.entries() if mine(str(e["request_id"]))]
     if journal:
         latest = {}
         for entry in journal:
             latest[entry["request_id"]] = {**latest.get(entry["request_id"], {}), **entry}
-        states = {entry["state"] for entry in latest.values()}
         user_id = next(e["user_id"] for e in journal if "user_id" in e)
-        if states == {"applied"}:
-            model = next(iter(latest.values()))["event"]
-            event = next((e for e in store.events() if e.get("model") == model), {})
-            version = (event.get("tracking") or {}).get("model_version")
+        if {entry["state"] for entry in latest.values()} != {"applied"}:
+            return {"request_id": request_id, "user_id": user_id, "state": "accepted", "detail": "being applied"}
+        model = max(entry["event"] for entry in latest.values())  # a change in two files: its last event
+        event = next((e for e in store.events() if e.get("model") == model), {})
+        return {
+            "request_id": request_id,
+            "user_id": user_id,
+            "state": "applied",
+            "event": event.get("event"),
+            "model": model,
+            "model_version": (event.get("tracking") or {}).get("model_version"),
+        }
+    for mode in MODE_PREFIX:
+        rejections = inbox / "processed" / request_file(mode, request_id).replace(".csv", ".rejections.csv")
+        rejected = pd.read_csv(rejections, dtype=str, keep_default_na=False) if rejections.exists() else []
+        if len(rejected):
             return {
                 "request_id": request_id,
-                "user_id": user_id,
-                "state": "applied",
-                "event": event.get("event"),
-                "model": model,
-                "model_version": version,
+                "user_id": str(rejected["user_id"].iloc[0]),
+                "state": "rejected",
+                "reasons": sorted(set(rejected["reason"])),
             }
-        return {"request_id": request_id, "user_id": user_id, "state": "accepted", "detail": "being applied"}
-    for prefix in ("", "delete-"):
-        waiting = inbox / f"{prefix}{API_PREFIX}{request_id}.csv"
-        if waiting.exists():
-            user_id = pd.read_csv(waiting, dtype=str, keep_default_na=False)["user_id"].iloc[0]
-            return {"request_id": request_id, "user_id": user_id, "state": "accepted", "detail": "waiting"}
-        rejections = inbox / "processed" / f"{prefix}{API_PREFIX}{request_id}.rejections.csv"
-        if rejections.exists():
-            rejected = pd.read_csv(rejections, dtype=str, keep_default_na=False)
-            if len(rejected):
-                return {
-                    "request_id": request_id,
-                    "user_id": str(rejected["user_id"].iloc[0]),
-                    "state": "rejected",
-                    "reasons": sorted(set(rejected["reason"])),
-                }
     return None

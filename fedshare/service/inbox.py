@@ -7,7 +7,8 @@
       events.json      one entry per unlearning event: metrics, storage, MLflow run
       .lock            held while a process changes the state
     inbox/
-      *.csv            dropped request files (request_id,user_id,item_id); delete*.csv = delete requests
+      *.csv            dropped request files (request_id,user_id,item_id); delete*.csv = delete requests,
+                       share*.csv = share requests (the slider moved up), any other name unshares
       processed/       handled files, each with <name>.rejections.csv and <name>.validation.json (GE)
       failed/          files that could not be parsed, each with <name>.error.txt
 
@@ -29,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from fedshare.config import Config, load_config
-from fedshare.data.requests import REQUEST_COLUMNS, read_requests, resolve_requests
+from fedshare.data.requests import REQUEST_COLUMNS, mode_of_file, read_requests, resolve_requests
 from fedshare.data.sharing import load_mask
 from fedshare.errors import DataError
 from fedshare.mlops.tracking import log_events_plot, purge_superseded_models
@@ -39,7 +40,7 @@ from fedshare.service.faults import crash_point
 from fedshare.service.journal import APPLIED, state_lock
 from fedshare.service.model_store import ModelStore, mark_champion
 from fedshare.service.pending import pending_files
-from fedshare.stages import unshare_stage
+from fedshare.stages import share_more_stage, unshare_stage
 from fedshare.storage import atomic_write_json
 
 
@@ -95,18 +96,19 @@ def intake(store: ModelStore, path: Path, validate: bool = True) -> Intake:
     journal already holds as accepted (a crashed earlier attempt) are taken again as they are.
     """
 
-    mode = "delete" if path.name.startswith("delete") else "unshare"
+    mode = mode_of_file(path)
     table = read_requests(path)
     mask = load_mask(store.require_current() / "masks.parquet")
     report: dict[str, Any] = {}
     if validate:
-        report = validate_requests(table, mask).to_dict()
+        report = validate_requests(table, mask, mode).to_dict()
     states = store.journal.states()
     leftover = store.journal.accepted()
-    leftover_ids = set(leftover["request_id"])
+    leftover_ids = set(leftover["request_id"])  # of any mode: none is taken from this file again
+    leftover = leftover.loc[leftover["mode"] == mode, REQUEST_COLUMNS]  # the others wait for their own file
     seen_before = table["request_id"].isin([rid for rid, state in states.items() if state == APPLIED])
     fresh = table[~seen_before & ~table["request_id"].isin(leftover_ids)]
-    resolved = resolve_requests(pd.concat([leftover, fresh], ignore_index=True), mask)
+    resolved = resolve_requests(pd.concat([leftover, fresh], ignore_index=True), mask, mode)
     duplicates = table[seen_before].assign(reason="request_id already applied (duplicate or re-sent)")
     rejected = pd.concat([resolved.rejected, duplicates[resolved.rejected.columns]], ignore_index=True)
     good_ids = set(resolved.pairs["request_id"])
@@ -130,9 +132,12 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
     current = store.require_current()
     staged = store.staging()
     event_number = len(store.events()) + 1
-    metrics = unshare_stage(
-        current, staged, method, mode=taken.mode, requests=taken.accepted, seed=config.run.seed + event_number
-    )
+    seed = config.run.seed + event_number
+    if taken.mode == "share":  # the slider moved up: new edges, training continued from the served model
+        method = "continue"
+        metrics = share_more_stage(current, staged, taken.accepted, seed=seed)
+    else:
+        metrics = unshare_stage(current, staged, method, mode=taken.mode, requests=taken.accepted, seed=seed)
     crash_point("unlearned")
     final = store.commit(staged)
     crash_point("committed")

@@ -1,4 +1,4 @@
-"""The request journal and the state lock: unsharing requests are applied exactly once.
+"""The request journal and the state lock: requests (unshare, delete, share) are applied exactly once.
 
 The journal is an append-only JSON-lines file.  Each accepted request is written (and fsynced)
 with state ``accepted`` *before* anything else changes; once the unlearned model and the new masks
@@ -55,14 +55,15 @@ class RequestJournal:
         return {entry["request_id"]: entry["state"] for entry in self.entries()}
 
     def accepted(self) -> pd.DataFrame:
-        """Requests accepted but not yet applied (what a crashed run left behind), as request rows."""
+        """Requests accepted but not yet applied (what a crashed run left behind), as request rows
+        with their mode (unshare, delete, share)."""
         states = self.states()
         rows = {
             e["request_id"]: e for e in self.entries() if e["state"] == ACCEPTED and states[e["request_id"]] == ACCEPTED
         }
         return pd.DataFrame(
-            [{k: rows[r][k] for k in ("request_id", "user_id", "item_id")} for r in rows],
-            columns=["request_id", "user_id", "item_id"],
+            [{k: rows[r].get(k, "unshare") for k in ("request_id", "user_id", "item_id", "mode")} for r in rows],
+            columns=["request_id", "user_id", "item_id", "mode"],
         )
 
     def applied_requests(self) -> pd.DataFrame:

@@ -160,19 +160,24 @@ def restore_champion(model_dir: Path) -> None:
 
 
 def refuse_withdrawn_pairs(store: ModelStore, run_dir: Path) -> None:
-    """Raise if the run's masks still share anything the journal's applied requests took back."""
-    from fedshare.data.requests import resolve_requests
+    """Raise if the run's masks share a pair that the journal's applied requests, replayed in order,
+    leave private (unshared or deleted, and not shared again since)."""
+    from fedshare.data.requests import replay_on_mask
     from fedshare.data.sharing import load_mask
 
-    withdrawn = store.journal.applied_requests()
-    if withdrawn.empty:
+    applied = store.journal.applied_requests()
+    if applied.empty:
         return
-    again = resolve_requests(withdrawn[["request_id", "user_id", "item_id"]], load_mask(run_dir / "masks.parquet"))
-    if not again.pairs.empty:
+    candidate = load_mask(run_dir / "masks.parquet")
+    allowed, _ = replay_on_mask(candidate, applied)
+    shared = candidate.loc[candidate["shared"], ["user", "item", "user_id"]]
+    still = shared.merge(allowed.loc[allowed["shared"], ["user", "item"]], how="left", indicator=True)
+    again = still[still["_merge"] == "left_only"]
+    if not again.empty:
+        users = sorted(set(again["user_id"].astype(str)))
         raise DataError(
-            f"{run_dir} shares {len(again.pairs)} pairs that users of {store.folder} withdrew "
-            f"(requests {', '.join(sorted(set(again.pairs['request_id'].astype(str)))[:5])}); "
-            f"train it with --state {store.folder} so their requests are replayed"
+            f"{run_dir} shares {len(again)} pairs that users of {store.folder} withdrew "
+            f"(users {', '.join(users[:5])}); train it with --state {store.folder} so their requests are replayed"
         )
 
 
