@@ -208,7 +208,7 @@ def track_training(
 
     _, item_vectors = model.scoring_vectors()
     tracked = log_training(
-        config, run_dir, metrics, history, item_vectors, item_vectors.shape[1], interactions.table, mask
+        config, run_dir, metrics, history, item_vectors, interactions.item_ids, interactions.table, mask
     ).to_dict()
     atomic_write_json(run_dir / "tracking.json", tracked)
     return tracked
@@ -320,7 +320,7 @@ def unshare_stage(
     atomic_write_json(out / "unlearning.json", metrics)
     if config.tracking.enabled if track is None else track:
         metrics["tracking"] = track_unlearning(
-            config, Path(run_dir), out, result.model, metrics, new_interactions.table, new_mask
+            config, Path(run_dir), out, result.model, metrics, new_interactions, new_mask
         )
         atomic_write_json(out / "unlearning.json", metrics)
     return metrics
@@ -386,7 +386,7 @@ def share_more_stage(
     save_model(TrainResult(model, 0, {}), out)
     atomic_write_json(out / "unlearning.json", metrics)  # the event record, named as for every event
     if config.tracking.enabled if track is None else track:
-        metrics["tracking"] = track_unlearning(config, Path(run_dir), out, model, metrics, interactions.table, new_mask)
+        metrics["tracking"] = track_unlearning(config, Path(run_dir), out, model, metrics, interactions, new_mask)
         atomic_write_json(out / "unlearning.json", metrics)
     return metrics
 
@@ -431,7 +431,13 @@ def carry_snapshots(snapshots: SnapshotStore, kept: SnapshotStore, result: Unlea
 
 
 def track_unlearning(
-    config: Config, run_dir: Path, out: Path, model: Model, metrics: dict[str, Any], interactions_table, mask
+    config: Config,
+    run_dir: Path,
+    out: Path,
+    model: Model,
+    metrics: dict[str, Any],
+    interactions: Interactions,
+    mask: pd.DataFrame,
 ) -> dict[str, Any]:
     """Log the event to MLflow, next to the run it started from; writes tracking.json."""
     parent_file = run_dir / "tracking.json"
@@ -443,7 +449,7 @@ def track_unlearning(
     if trained.get("fru_log_bytes"):  # only what was measured: the FRU log exists if the run wrote one
         storage["fru (update log of the run)"] = trained["fru_log_bytes"]
     tracked = log_unlearning(
-        config, out, metrics, item_vectors, item_vectors.shape[1], parent, storage, interactions_table, mask
+        config, out, metrics, item_vectors, interactions.item_ids, parent, storage, interactions.table, mask
     ).to_dict()
     atomic_write_json(out / "tracking.json", tracked)
     return tracked

@@ -156,3 +156,36 @@ def test_a_copied_project_keeps_its_artifacts_in_its_own_mlruns(tmp_path):
     assert len(stored) == 2 and all(path.is_relative_to(copy / "mlruns") and path.exists() for path in stored)
     _, said_again = train_in(copy, "run3")
     assert "copied" not in said_again  # rewritten once; the copy is now a project of its own
+
+
+def test_the_registered_model_gives_a_device_its_top_k_raw_item_ids(tracked_config, tmp_path):
+    """The pyfunc devices download: their user vector and the items they hold in, top-k raw IDs out,
+    the same as the served model's own full score; it carries item tables only, no user vector."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from fedshare.rundir import load_run
+
+    train_stage(tracked_config, tmp_path / "run", progress=False)
+    version = json.loads((tmp_path / "run" / "tracking.json").read_text())["model_version"]
+    uri = f"models:/{tracked_config.tracking.registered_model}/{version}"
+    mlflow.set_tracking_uri(tracked_config.tracking.uri)
+    recommender = mlflow.pyfunc.load_model(uri)
+
+    _, interactions, _, model = load_run(tmp_path / "run")
+    user_vectors, item_vectors = model.scoring_vectors()
+    table = interactions.table
+    rows, expected = [], []
+    for user in (0, 7):
+        held = table[(table["user"] == user) & (table["split"] != "test")]
+        rows.append({"user_vector": user_vectors[user].tolist(), "seen": held["item_id"].astype(str).tolist()})
+        scores = item_vectors @ user_vectors[user]
+        scores[torch.as_tensor(held["item"].to_numpy())] = -torch.inf
+        expected.append([str(interactions.item_ids[i]) for i in torch.topk(scores, 5).indices.tolist()])
+    got = recommender.predict(pd.DataFrame(rows), params={"k": 5})
+    assert got["items"].tolist() == expected
+
+    folder = mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "downloaded"))
+    [tables] = list(Path(folder).rglob("tables.npz"))
+    assert set(np.load(tables).files) == {"item_vectors", "item_ids"}  # no user vector leaves the devices

@@ -14,9 +14,10 @@ Both kinds use one metric naming (``run_metrics``): ``test/recall_at_20``, ``val
 (the selected model's, logged at the step of its round), ``curve/valid/recall_at_20`` (the
 validation curve as it happened), ``mia_auc``, ``seconds``, ... so the compare view lines them up.
 
-The logged model is the *server's* scorer: ``scores = user_vectors @ item_vectors.T`` with the
-global item vectors inside.  The user vectors are an input, computed on each device, so no private
-user embedding ever reaches the tracking server.
+The logged model is what the server ships to devices (``recommender.py``, an MLflow pyfunc): the
+item vectors and raw item IDs inside, a device's user vector and the items it already has as the
+input, its top-k raw item IDs as the output.  The user vectors are computed on each device, so no
+private user embedding ever reaches the tracking server.
 
 Aliases of the registered model: ``candidate`` names the latest registered version, whatever
 produced it (a one-off experiment, a state folder's training, an unlearning event).  ``champion``
@@ -69,17 +70,6 @@ class TrackedRun:
             "champion": self.champion,
             "tracking_uri": self.uri,
         }
-
-
-class GlobalScorer(torch.nn.Module):
-    """The server's recommendation model: scores of every item for a batch of user vectors."""
-
-    def __init__(self, item_vectors: torch.Tensor):
-        super().__init__()
-        self.register_buffer("item_vectors", item_vectors.detach().float().cpu().clone())
-
-    def forward(self, user_vectors: torch.Tensor) -> torch.Tensor:
-        return user_vectors @ self.item_vectors.T
 
 
 def _mlflow():
@@ -307,7 +297,7 @@ def log_training(
     metrics: dict[str, Any],
     history: list[dict[str, Any]],
     item_vectors: torch.Tensor,
-    user_dim: int,
+    item_ids: np.ndarray,
     interactions_table,
     mask,
 ) -> TrackedRun:
@@ -334,7 +324,7 @@ def log_training(
         _log_inputs(mlflow, interactions_table, mask, config, run_dir)
         mlflow.log_figure(recall_plot(history, config.eval.metric), "plots/validation_vs_round.png")
         mlflow.log_dict(metrics, "metrics.json")
-        version = _log_model(mlflow, config, item_vectors, user_dim) if config.tracking.register else None
+        version = _log_model(mlflow, config, item_vectors, item_ids) if config.tracking.register else None
     if version:
         _client(mlflow).set_registered_model_alias(names(config)[1], CANDIDATE, version)
         describe_version(config, version, metrics, "training", interactions_table, mask)
@@ -346,7 +336,7 @@ def log_unlearning(
     event_dir: Path,
     metrics: dict[str, Any],
     item_vectors: torch.Tensor,
-    user_dim: int,
+    item_ids: np.ndarray,
     parent: dict[str, Any] | None,
     storage: dict[str, int] | None = None,
     interactions_table=None,
@@ -380,7 +370,7 @@ def log_unlearning(
         mlflow.log_dict(metrics, "unlearning.json")
         if storage:
             mlflow.log_figure(storage_plot(storage), "plots/storage_per_method.png")
-        version = _log_model(mlflow, config, item_vectors, user_dim) if config.tracking.register else None
+        version = _log_model(mlflow, config, item_vectors, item_ids) if config.tracking.register else None
     if version:  # champion moves only when a state folder serves it (mark_served)
         _client(mlflow).set_registered_model_alias(names(config)[1], CANDIDATE, version)
         mode = metrics.get("mode", "unshare")
@@ -420,22 +410,31 @@ def _log_inputs(mlflow, interactions_table, mask, config: Config, run_dir: Path)
         mlflow.log_input(mlflow.data.from_pandas(view, source=origin, name=name), context=context)
 
 
-def _log_model(mlflow, config: Config, item_vectors: torch.Tensor, user_dim: int) -> str:
-    import mlflow.pytorch
+def _log_model(mlflow, config: Config, item_vectors: torch.Tensor, item_ids: np.ndarray) -> str:
+    """Register the model devices download: the pyfunc of ``recommender.py`` (top-k raw item IDs for
+    a device's user vector and the items it has), with the server's item vectors and the raw item
+    IDs as its one artifact.  No user vector is in it: those stay on the devices."""
+    import tempfile
+
+    import pandas as pd
     from mlflow.models import infer_signature
 
-    scorer = GlobalScorer(item_vectors)
-    example = np.zeros((2, user_dim), dtype=np.float32)
-    with torch.no_grad():
-        output = scorer(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        scorer,
-        name="model",
-        input_example=example,
-        signature=infer_signature(example, output),
-        registered_model_name=names(config)[1],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-    )
+    vectors = item_vectors.detach().float().cpu().numpy()
+    ids = np.asarray([str(item) for item in item_ids])
+    example = pd.DataFrame({"user_vector": [np.zeros(vectors.shape[1]).tolist()], "seen": [ids[:1].tolist()]})
+    output = pd.DataFrame({"items": [ids[1:3].tolist()]})
+    with tempfile.TemporaryDirectory() as folder:
+        tables = Path(folder) / "tables.npz"
+        np.savez(tables, item_vectors=vectors, item_ids=ids)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("recommender.py")),
+            artifacts={"tables": str(tables)},
+            input_example=example,
+            signature=infer_signature(example, output, params={"k": 20}),
+            registered_model_name=names(config)[1],
+            pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"],
+        )
     return str(info.registered_model_version)
 
 
