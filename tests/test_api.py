@@ -253,3 +253,59 @@ def test_concurrent_requests_for_one_user_each_get_a_receipt_and_apply_once(stat
     journal = [json.loads(line) for line in (state_dir / "journal.jsonl").read_text().splitlines()]
     for _, receipt in receipts:
         assert [e["state"] for e in journal if e["request_id"] == receipt] == ["accepted", "applied"]
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver (.ci/run installs them)")
+def test_the_slider_page_moves_a_users_share_in_headless_chromium(state, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    state_dir, inbox, overrides, users, _, mask = state
+    alice, token = next(iter(users.items()))
+    shared = int(mask.loc[mask["user_id"].astype(str) == alice, "shared"].sum())
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,900"):
+        options.add_argument(argument)
+    options.binary_location = CHROMIUM
+    with api(state_dir, inbox, overrides, apply_every=0.5, log=tmp_path / "serve.log") as (url, _):
+        before = httpx.get(f"{url}/users/{alice}/recommendations?k=10", headers=bearer(token)).json()["items"]
+        browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+        try:
+            wait = WebDriverWait(browser, 120, poll_frequency=0.3)
+            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+            browser.get(f"{url}/")
+            browser.find_element(By.ID, "user").send_keys(alice)
+            browser.find_element(By.ID, "token").send_keys(token)
+            browser.find_element(By.ID, "load").click()
+            wait.until(lambda _: text("current") == str(shared))
+            items = lambda list_id: [li.text for li in browser.find_elements(By.CSS_SELECTOR, f"#{list_id} li")]  # noqa: E731
+            assert items("before") == before
+
+            slider = browser.find_element(By.ID, "slider")  # the user drags it to 0
+            browser.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'))", slider)
+            assert text("target") == "0%"
+            browser.find_element(By.ID, "apply").click()
+            wait.until(lambda _: "applied" in text("requests"))
+            wait.until(lambda _: text("current") == "0")
+            assert text("error") == ""
+            assert len(items("now")) == 10 and items("before") == before  # before stays; now is the new model's
+            receipt = browser.find_element(By.CSS_SELECTOR, "#requests tr").get_attribute("data-receipt")
+            assert httpx.get(f"{url}/requests/{receipt}", headers=bearer(token)).json()["state"] == "applied"
+            browser.save_screenshot(str(tmp_path / "slider.png"))
+        finally:
+            browser.quit()
+    assert (tmp_path / "slider.png").read_bytes()[:4] == b"\x89PNG"
+    if os.environ.get("FEDSHARE_SCREENSHOT"):  # refresh docs/slider_page.png: FEDSHARE_SCREENSHOT=docs/slider_page.png
+        shutil.copy(tmp_path / "slider.png", REPO / os.environ["FEDSHARE_SCREENSHOT"])
+
+
+def test_the_page_is_served_without_a_token_and_calls_the_api_with_one(state):
+    state_dir, inbox, overrides, users, _, _ = state
+    with api(state_dir, inbox, overrides) as (url, _):
+        page = httpx.get(f"{url}/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert 'id="slider"' in page.text and "Authorization" in page.text  # the page calls the API with the token

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, model_validator
 
 from fedshare.data.requests import REQUEST_COLUMNS
@@ -37,6 +38,7 @@ from fedshare.service.tokens import Principal, TokenStore
 from fedshare.storage import atomic_write_bytes
 
 MAX_ITEMS = 10_000  # items in one request body; a longer list is a mistake or an attack (422)
+PAGE = Path(__file__).with_name("page.html")  # the slider page, served at /
 API_PREFIX = "api-"  # request files written by the API: api-<request_id>.csv, delete-api-<request_id>.csv
 
 
@@ -145,6 +147,11 @@ def create_app(state: str | Path, inbox: str | Path) -> FastAPI:
         if user_id not in served.get().user_index:
             raise HTTPException(404, f"unknown user {user_id}")
         return user_id
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        """The slider page: it holds no data; it calls this API with the token the user types in."""
+        return PAGE.read_text(encoding="utf-8")
 
     @app.get("/health")
     def health() -> dict[str, Any]:
