@@ -68,3 +68,26 @@ def tiny_config():
 @pytest.fixture
 def tiny_interactions(tiny_config):
     return prepare(synthetic_raw(), tiny_config.data, seed=0)
+
+
+def served_state(folder: Path, extra: tuple[str, ...] = ()) -> tuple[Path, list[str]]:
+    """A tiny trained FedShare model served from ``folder/state`` (no MLflow): the state folder and
+    the overrides it was trained with (``extra`` appended)."""
+    from fedshare.service.model_store import publish
+    from fedshare.stages import train_stage
+
+    data = folder / "inter.csv"
+    synthetic_raw(n_users=40, n_items=60, per_user=12).to_csv(data, index=False)
+    overrides = [
+        f"data.dataset={data}",
+        "federated.rounds=4",
+        "eval.every=2",
+        "model.dim=8",
+        "unlearning.rounds=2",
+        "tracking.enabled=false",
+        *extra,
+    ]
+    config = load_config(None, overrides)
+    train_stage(config, folder / "run", progress=False)
+    assert publish(config, folder / "state", folder / "run")
+    return folder / "state", overrides

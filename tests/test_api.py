@@ -15,13 +15,10 @@ from contextlib import contextmanager
 
 import pandas as pd
 import pytest
-from conftest import REPO, synthetic_raw
+from conftest import REPO, served_state
 
-from fedshare.config import load_config
 from fedshare.service.api import MAX_ITEMS
-from fedshare.service.model_store import publish
 from fedshare.service.tokens import TokenStore
-from fedshare.stages import train_stage
 
 httpx = pytest.importorskip("httpx")
 
@@ -29,21 +26,7 @@ httpx = pytest.importorskip("httpx")
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A tiny trained model served from a state folder (no MLflow), and its overrides."""
-    folder = tmp_path_factory.mktemp("api")
-    data = folder / "inter.csv"
-    synthetic_raw(n_users=40, n_items=60, per_user=12).to_csv(data, index=False)
-    overrides = [
-        f"data.dataset={data}",
-        "federated.rounds=4",
-        "eval.every=2",
-        "model.dim=8",
-        "unlearning.rounds=2",
-        "tracking.enabled=false",
-    ]
-    config = load_config(None, overrides)
-    train_stage(config, folder / "run", progress=False)
-    assert publish(config, folder / "state", folder / "run")
-    return folder / "state", overrides
+    return served_state(tmp_path_factory.mktemp("api"), ())
 
 
 @pytest.fixture

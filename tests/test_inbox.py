@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, synthetic_raw
+from conftest import REPO, served_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,23 +29,9 @@ from fedshare.storage import load_tensors
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A trained tiny model served from a state folder (no MLflow), and its config overrides."""
-    folder = tmp_path_factory.mktemp("served")
-    data = folder / "inter.csv"
-    synthetic_raw(n_users=40, n_items=60, per_user=12).to_csv(data, index=False)
-    overrides = [
-        f"data.dataset={data}",
-        "federated.rounds=4",
-        "eval.every=2",
-        "model.dim=8",
-        "unlearning.rounds=2",
-        "unlearning.snapshot_rounds=[0, 2]",
-        "tracking.enabled=false",
-    ]
-    config = load_config(None, overrides)
-    train_stage(config, folder / "run", progress=False)
-    assert publish(config, folder / "state", folder / "run")
-    mask = pd.read_parquet(folder / "state" / "models" / "0000" / "masks.parquet")
-    return folder / "state", overrides, mask
+    state, overrides = served_state(tmp_path_factory.mktemp("served"), ("unlearning.snapshot_rounds=[0, 2]",))
+    mask = pd.read_parquet(state / "models" / "0000" / "masks.parquet")
+    return state, overrides, mask
 
 
 def fresh(served, tmp_path):

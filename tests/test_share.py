@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, synthetic_raw
+from conftest import REPO, served_state
 
 from fedshare.config import load_config
 from fedshare.data.requests import replay_on_mask
@@ -26,22 +26,7 @@ from fedshare.storage import load_tensors
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A tiny model served from a state folder (mixed sharing: some users keep items private)."""
-    folder = tmp_path_factory.mktemp("share")
-    data = folder / "inter.csv"
-    synthetic_raw(n_users=40, n_items=60, per_user=12).to_csv(data, index=False)
-    overrides = [
-        f"data.dataset={data}",
-        "federated.rounds=4",
-        "eval.every=2",
-        "model.dim=8",
-        "unlearning.rounds=2",
-        "requests.share_rounds=3",
-        "tracking.enabled=false",
-    ]
-    config = load_config(None, overrides)
-    train_stage(config, folder / "run", progress=False)
-    assert publish(config, folder / "state", folder / "run")
-    return folder / "state", overrides
+    return served_state(tmp_path_factory.mktemp("share"), ("requests.share_rounds=3",))
 
 
 def fresh(served, tmp_path):
