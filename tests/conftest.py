@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,9 @@ import pytest
 
 from fedshare.config import load_config
 from fedshare.data.interactions import prepare
+from fedshare.service.journal import RequestJournal
+from fedshare.service.model_store import ModelStore
+from fedshare.storage import load_tensors
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FEDSHARE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -91,3 +96,29 @@ def served_state(folder: Path, extra: tuple[str, ...] = ()) -> tuple[Path, list[
     train_stage(config, folder / "run", progress=False)
     assert publish(config, folder / "state", folder / "run")
     return folder / "state", overrides
+
+
+# -- the request inbox through the command line (the crash tests of test_inbox and test_share) ------
+
+
+def cli(args, env_extra=None, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "fedshare.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def inbox_args(state, inbox, overrides):
+    return ["process-inbox", "--state", str(state), "--inbox", str(inbox)] + [
+        x for o in overrides for x in ("--set", o)
+    ]
+
+
+def outcome(state):
+    """What must be identical after any crash and rerun: masks, served model, journal summary."""
+    current = ModelStore(state).require_current()
+    mask = pd.read_parquet(current / "masks.parquet").sort_values(["user", "item"]).reset_index(drop=True)
+    server = load_tensors(current / "server.pt")
+    journal = RequestJournal(state / "journal.jsonl").entries()
+    applied = pd.Series([e["request_id"] for e in journal if e["state"] == "applied"]).value_counts().to_dict()
+    return mask, server, applied

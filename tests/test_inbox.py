@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, served_state
+from conftest import REPO, cli, inbox_args, outcome, served_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +23,6 @@ from fedshare.service.inbox import intake, process_inbox
 from fedshare.service.journal import LockTimeout, RequestJournal, state_lock
 from fedshare.service.model_store import ModelStore, publish
 from fedshare.stages import train_stage
-from fedshare.storage import load_tensors
 
 
 @pytest.fixture(scope="module")
@@ -48,29 +47,6 @@ def valid_requests(mask, count=3):
     last = mask[mask["shared"] & (mask["user_id"] == sharing[-1])]
     rows.append({"request_id": "one", "user_id": sharing[-1], "item_id": int(last["item_id"].iloc[0])})
     return pd.DataFrame(rows)
-
-
-def cli(args, env_extra=None, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "fedshare.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
-
-
-def inbox_args(state, inbox, overrides):
-    return ["process-inbox", "--state", str(state), "--inbox", str(inbox)] + [
-        x for o in overrides for x in ("--set", o)
-    ]
-
-
-def outcome(state):
-    """What must be identical after any crash and rerun: masks, served model, journal summary."""
-    current = ModelStore(state).require_current()
-    mask = pd.read_parquet(current / "masks.parquet").sort_values(["user", "item"]).reset_index(drop=True)
-    server = load_tensors(current / "server.pt")
-    journal = RequestJournal(state / "journal.jsonl").entries()
-    applied = pd.Series([e["request_id"] for e in journal if e["state"] == "applied"]).value_counts().to_dict()
-    return mask, server, applied
 
 
 # -- hostile input -----------------------------------------------------------------------------------

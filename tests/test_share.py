@@ -2,22 +2,18 @@
 gains the edges, training continues from the served model; applied exactly once across SIGKILLs,
 and replayed in order with unshares by every path that trains for a state folder."""
 
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, served_state
+from conftest import cli, inbox_args, outcome, served_state
 
 from fedshare.config import load_config
 from fedshare.data.requests import replay_on_mask
 from fedshare.errors import DataError
 from fedshare.service.faults import POINTS
 from fedshare.service.inbox import process_inbox
-from fedshare.service.journal import RequestJournal
 from fedshare.service.model_store import ModelStore, publish
 from fedshare.stages import respect_withdrawals, train_stage
 from fedshare.storage import load_tensors
@@ -149,28 +145,6 @@ def test_respect_withdrawals_is_a_no_op_on_masks_that_already_respect_them(serve
 
 
 # -- crashes -----------------------------------------------------------------------------------------
-
-
-def cli(args, env_extra=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    command = [sys.executable, "-m", "fedshare.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-
-
-def inbox_args(state, inbox, overrides):
-    return ["process-inbox", "--state", str(state), "--inbox", str(inbox)] + [
-        a for o in overrides for a in ("--set", o)
-    ]
-
-
-def outcome(state):
-    current = ModelStore(state).require_current()
-    mask = pd.read_parquet(current / "masks.parquet").sort_values(["user", "item"]).reset_index(drop=True)
-    states = {}
-    for entry in RequestJournal(state / "journal.jsonl").entries():
-        if entry["state"] == "applied":
-            states[entry["request_id"]] = states.get(entry["request_id"], 0) + 1
-    return mask, load_tensors(current / "server.pt"), states
 
 
 @pytest.fixture(scope="module")
