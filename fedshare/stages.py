@@ -25,7 +25,7 @@ from fedshare.data.sharing import build_mask, load_mask, save_mask, sharing_user
 from fedshare.errors import ConfigError, DataError
 from fedshare.evaluation import embedding_distance, evaluate, unlearning_metrics
 from fedshare.federated.round import run_round
-from fedshare.federated.simulation import Model
+from fedshare.federated.simulation import Model, pick_device
 from fedshare.mlops.tracking import LiveCurve, log_training, log_unlearning
 from fedshare.mlops.validation import check, validate_interactions, validate_masks
 from fedshare.rundir import final_metrics, load_run, save_model
@@ -140,6 +140,7 @@ def train_stage(
     open the MLflow run before the first round and send the validation curve as it is measured
     (default: as ``track``; the flow sends the curve live and logs the model in its own retried task).
     """
+    pick_device(config.run.device)  # a device that is not there fails here, before anything is written or tracked
     track = config.tracking.enabled if track is None else track
     live_curve = track if live_curve is None else live_curve
     out = Path(out_dir)
