@@ -117,7 +117,8 @@ def keep_artifacts_beside_the_database(uri: str) -> None:
     MLflow stores absolute artifact paths, so a copied project folder (its ``mlflow.db`` and
     ``mlruns/``) would go on writing into, and reading from, the original's ``mlruns/``.  Once per
     process and database, paths of the form ``OTHER/mlruns/…`` are rewritten to ``HERE/mlruns/…``
-    (HERE: the database's folder), so that a copy is self-contained.  Any other location (a
+    (HERE: the database's folder) when ``HERE/mlruns/`` holds the experiment's folder (it was
+    copied along), so that a copy is self-contained.  Any other location (a
     server, an object store, a folder configured on purpose) is left alone.
     """
     if not uri.startswith("sqlite:///"):
@@ -133,12 +134,15 @@ def keep_artifacts_beside_the_database(uri: str) -> None:
         tables = {row[0] for row in connection.execute("select name from sqlite_master where type='table'")}
         if "experiments" not in tables:
             return
-        roots = {
-            location[: location.index("/mlruns/") + len("/mlruns/")]
-            for (location,) in connection.execute("select artifact_location from experiments")
-            if location and "/mlruns/" in location and not location.startswith(here)
-        }
-        roots = {root for root in roots if root.startswith("/")}  # plain local paths only
+        roots = set()
+        for (location,) in connection.execute("select artifact_location from experiments"):
+            if not location or not location.startswith("/") or "/mlruns/" not in location or location.startswith(here):
+                continue  # a server, an object store, or already here
+            old = location[: location.index("/mlruns/") + len("/mlruns/")]
+            # Only a copy: the experiment's folder came along beside the database.  (A database used
+            # from another working directory keeps its artifacts in that directory's mlruns/.)
+            if (database.parent / "mlruns" / location[len(old) :]).is_dir():
+                roots.add(old)
         for old in roots:
             for table, column in ARTIFACT_COLUMNS:
                 if table in tables:
