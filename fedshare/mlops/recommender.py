@@ -35,7 +35,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
                 [self.index[str(item)] for item in (seen if seen is not None else []) if str(item) in self.index]
             ] = -np.inf
             top = np.argsort(-scores, kind="stable")[:k]
-            recommended.append([self.item_ids[i] for i in top if np.isfinite(scores[i])])
+            recommended.append([str(self.item_ids[i]) for i in top if np.isfinite(scores[i])])
         return pd.DataFrame({"items": recommended})
 
 
