@@ -259,13 +259,19 @@ def test_the_slider_page_moves_a_users_share_in_headless_chromium(state, tmp_pat
         browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
         try:
             wait = WebDriverWait(browser, 120, poll_frequency=0.3)
-            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+
+            # read in one script call: the page re-renders the receipts every second (no stale elements)
+            def text(element_id):
+                return browser.execute_script(f"return document.getElementById('{element_id}').innerText")  # noqa: E731
+
             browser.get(f"{url}/")
             browser.find_element(By.ID, "user").send_keys(alice)
             browser.find_element(By.ID, "token").send_keys(token)
             browser.find_element(By.ID, "load").click()
             wait.until(lambda _: text("current") == str(shared))
-            items = lambda list_id: [li.text for li in browser.find_elements(By.CSS_SELECTOR, f"#{list_id} li")]  # noqa: E731
+            items = lambda list_id: browser.execute_script(  # noqa: E731
+                f"return [...document.querySelectorAll('#{list_id} li')].map((li) => li.innerText)"
+            )
             assert items("before") == before
 
             slider = browser.find_element(By.ID, "slider")  # the user drags it to 0
@@ -276,7 +282,7 @@ def test_the_slider_page_moves_a_users_share_in_headless_chromium(state, tmp_pat
             wait.until(lambda _: text("current") == "0")
             assert text("error") == ""
             assert len(items("now")) == 10 and items("before") == before  # before stays; now is the new model's
-            receipt = browser.find_element(By.CSS_SELECTOR, "#requests tr").get_attribute("data-receipt")
+            receipt = browser.execute_script("return document.querySelector('#requests tr').dataset.receipt")
             assert httpx.get(f"{url}/requests/{receipt}", headers=bearer(token)).json()["state"] == "applied"
             browser.save_screenshot(str(tmp_path / "slider.png"))
         finally:
