@@ -31,7 +31,7 @@ from fedshare.mlops.validation import check, validate_interactions, validate_mas
 from fedshare.rundir import final_metrics, load_run, save_model
 from fedshare.storage import atomic_write_json
 from fedshare.training import TrainResult, train
-from fedshare.unlearning.common import UnlearningJob, UnlearningResult, replace_graph
+from fedshare.unlearning.common import UnlearningJob, replace_graph
 from fedshare.unlearning.fru import UpdateLog
 from fedshare.unlearning.registry import METHODS, unlearn
 from fedshare.unlearning.snapshots import SnapshotStore
@@ -293,7 +293,7 @@ def unshare_stage(
             "snapshot_bytes_read": snapshots.bytes_on_disk(result.snapshots_read),
         }
     )
-    kept = carry_snapshots(snapshots, SnapshotStore(out / "snapshots"), result)
+    kept = carry_snapshots(snapshots, SnapshotStore(out / "snapshots"), result.carried_snapshot)
     # Bytes kept for unlearning: the snapshots (contrastive) or the update log (fru), as the method says.
     metrics["storage_bytes"] = kept.bytes_on_disk() if result.storage_bytes is None else result.storage_bytes
     if compare_retrain:
@@ -347,15 +347,7 @@ def share_more_stage(
     seed = config.run.seed if seed is None else seed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    requests.to_csv(out / "requests.csv", index=False)
-    accepted = resolve_requests(requests, mask, "share")
-    accepted.rejected.to_csv(out / "rejections.csv", index=False)
-    if accepted.pairs.empty:
-        raise DataError(
-            f"no valid share request ({len(accepted.rejected)} rejected, reasons in {out / 'rejections.csv'})"
-        )
-    accepted.pairs.to_csv(out / "applied.csv", index=False)
-    new_mask = apply_to_mask(mask, accepted.pairs, shared=True)
+    accepted, new_mask, _ = accept_requests(requests, mask, interactions, "share", out)
 
     started = time.perf_counter()
     generator = torch.Generator(device=model.server.device)
@@ -377,9 +369,7 @@ def share_more_stage(
         "shared_interactions": len(accepted.pairs),
         "users_affected": int(accepted.pairs["user"].nunique()),
     }
-    snapshots, kept = SnapshotStore(Path(run_dir) / "snapshots"), SnapshotStore(out / "snapshots")
-    for round_number in snapshots.rounds()[:1]:
-        kept.save(round_number, snapshots.load(round_number))
+    kept = carry_snapshots(SnapshotStore(Path(run_dir) / "snapshots"), SnapshotStore(out / "snapshots"))
     metrics["storage_bytes"] = kept.bytes_on_disk() if kept.folder.exists() else 0
     save_config(config, out / "config.yaml")
     interactions.save(out)
@@ -406,28 +396,33 @@ def request_table(
 def accept_requests(
     table: pd.DataFrame, mask: pd.DataFrame, interactions: Interactions, mode: str, out: Path
 ) -> tuple[Requests, pd.DataFrame, Interactions]:
-    """Resolve the requests against the masks and apply them; writes requests, rejections and applied pairs."""
+    """Resolve the requests (unshare, delete or share) against the masks and apply them; writes
+    requests, rejections and applied pairs."""
     table.to_csv(out / "requests.csv", index=False)
-    requests = resolve_requests(table, mask)
+    requests = resolve_requests(table, mask, mode)
     requests.rejected.to_csv(out / "rejections.csv", index=False)
     if requests.pairs.empty:
-        raise DataError(f"no valid request ({len(requests.rejected)} rejected, reasons in {out / 'rejections.csv'})")
+        raise DataError(
+            f"no valid {mode} request ({len(requests.rejected)} rejected, reasons in {out / 'rejections.csv'})"
+        )
     requests.pairs.to_csv(out / "applied.csv", index=False)
-    new_mask = apply_to_mask(mask, requests.pairs)
+    new_mask = apply_to_mask(mask, requests.pairs, shared=mode == "share")
     if mode == "delete":
         interactions, new_mask = apply_delete(interactions, new_mask, requests.pairs)
     return requests, new_mask, interactions
 
 
-def carry_snapshots(snapshots: SnapshotStore, kept: SnapshotStore, result: UnlearningResult) -> SnapshotStore:
+def carry_snapshots(
+    snapshots: SnapshotStore, kept: SnapshotStore, carried: dict[str, torch.Tensor] | None = None
+) -> SnapshotStore:
     """What the unlearned run keeps for the next event: the data-free round-0 snapshot and, if the
     method asks for it, its new state.  Snapshots taken after round 0 may hold the unshared data's
     influence and are not carried over."""
     first = snapshots.rounds()[:1]
     for round_number in first:
         kept.save(round_number, snapshots.load(round_number))
-    if result.carried_snapshot is not None:
-        kept.save(max(first + [0]) + 1, result.carried_snapshot)
+    if carried is not None:
+        kept.save(max(first + [0]) + 1, carried)
     return kept
 
 

@@ -45,6 +45,7 @@ import torch
 from fedshare.config import Config
 from fedshare.data.loading import KNOWN_DATASETS
 from fedshare.errors import ConfigError
+from fedshare.storage import atomic_write_json
 
 CHAMPION = "champion"  # the model a state folder serves
 CANDIDATE = "candidate"  # the latest registered version
@@ -286,7 +287,7 @@ class LiveCurve:
                 pass
 
     def _remember(self, logged_through: int) -> None:
-        self.file.write_text(json.dumps({"run_id": self.run_id, "curve_logged_through": logged_through}))
+        atomic_write_json(self.file, {"run_id": self.run_id, "curve_logged_through": logged_through})
 
 
 def live_run(run_dir: Path) -> dict[str, Any] | None:
