@@ -21,6 +21,8 @@ from fedshare.service.api import MAX_ITEMS
 from fedshare.service.tokens import TokenStore
 
 httpx = pytest.importorskip("httpx")
+# Generous timeouts: on a loaded 2-core CI machine a request that reloads the switched model takes seconds.
+http = httpx.Client(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def api(state_dir, inbox, overrides, apply_every=0.0, log=None):
         deadline = time.monotonic() + 90
         while True:
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                if http.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -88,7 +90,7 @@ def bearer(token):
 def wait_for(url, token, receipt, state="applied", seconds=120):
     deadline = time.monotonic() + seconds
     while True:
-        status = httpx.get(f"{url}/requests/{receipt}", headers=bearer(token), timeout=10).json()
+        status = http.get(f"{url}/requests/{receipt}", headers=bearer(token), timeout=10).json()
         if status["state"] == state or time.monotonic() > deadline:
             return status
         time.sleep(0.5)
@@ -98,19 +100,19 @@ def test_tokens_decide_who_may_read_and_change_what(state):
     state_dir, inbox, overrides, users, operator, _ = state
     (alice, alice_token), (bob, _) = users.items()
     with api(state_dir, inbox, overrides) as (url, _):
-        assert httpx.get(f"{url}/health").status_code == 200  # no token needed
-        assert "/users/{user_id}/consent" in httpx.get(f"{url}/openapi.json").json()["paths"]
-        assert httpx.get(f"{url}/docs").status_code == 200
-        assert httpx.get(f"{url}/users/{alice}/consent").status_code == 401
-        assert httpx.get(f"{url}/users/{alice}/consent", headers=bearer("forged")).status_code == 401
-        assert httpx.get(f"{url}/users/{alice}/consent", headers=bearer(alice_token)).status_code == 200
-        assert httpx.get(f"{url}/users/{bob}/consent", headers=bearer(alice_token)).status_code == 403
-        assert httpx.post(f"{url}/users/{bob}/unshare", headers=bearer(alice_token)).status_code == 403
-        assert httpx.get(f"{url}/users/{bob}/recommendations", headers=bearer(alice_token)).status_code == 403
-        assert httpx.get(f"{url}/users/{bob}/consent", headers=bearer(operator)).status_code == 200
+        assert http.get(f"{url}/health").status_code == 200  # no token needed
+        assert "/users/{user_id}/consent" in http.get(f"{url}/openapi.json").json()["paths"]
+        assert http.get(f"{url}/docs").status_code == 200
+        assert http.get(f"{url}/users/{alice}/consent").status_code == 401
+        assert http.get(f"{url}/users/{alice}/consent", headers=bearer("forged")).status_code == 401
+        assert http.get(f"{url}/users/{alice}/consent", headers=bearer(alice_token)).status_code == 200
+        assert http.get(f"{url}/users/{bob}/consent", headers=bearer(alice_token)).status_code == 403
+        assert http.post(f"{url}/users/{bob}/unshare", headers=bearer(alice_token)).status_code == 403
+        assert http.get(f"{url}/users/{bob}/recommendations", headers=bearer(alice_token)).status_code == 403
+        assert http.get(f"{url}/users/{bob}/consent", headers=bearer(operator)).status_code == 200
         # a new token for alice revokes her old one
         TokenStore(state_dir).issue(alice)
-        assert httpx.get(f"{url}/users/{alice}/consent", headers=bearer(alice_token)).status_code == 401
+        assert http.get(f"{url}/users/{alice}/consent", headers=bearer(alice_token)).status_code == 401
     assert not list(inbox.iterdir())  # the refused unshare wrote nothing
 
 
@@ -130,15 +132,15 @@ def test_bad_bodies_are_422_with_a_reason_and_change_nothing(state):
             {"items": [unknown]},
             {"items": [str(i) for i in range(MAX_ITEMS + 1)]},
         ):
-            answer = httpx.put(consent, json=body, headers=bearer(token))
+            answer = http.put(consent, json=body, headers=bearer(token))
             assert answer.status_code == 422, body
             assert answer.json()["detail"], body  # the reason
         unshare = f"{url}/users/{alice}/unshare"
-        answer = httpx.post(unshare, json={"items": [unknown]}, headers=bearer(token))
+        answer = http.post(unshare, json={"items": [unknown]}, headers=bearer(token))
         assert answer.status_code == 422 and unknown in answer.json()["detail"]
-        assert httpx.post(unshare, json={"items": []}, headers=bearer(token)).status_code == 422
-        assert httpx.post(unshare, json={"items": "all"}, headers=bearer(token)).status_code == 422
-        assert httpx.get(f"{url}/users/{alice}/recommendations?k=0", headers=bearer(token)).status_code == 422
+        assert http.post(unshare, json={"items": []}, headers=bearer(token)).status_code == 422
+        assert http.post(unshare, json={"items": "all"}, headers=bearer(token)).status_code == 422
+        assert http.get(f"{url}/users/{alice}/recommendations?k=0", headers=bearer(token)).status_code == 422
     assert not list(inbox.iterdir()) and not (state_dir / "journal.jsonl").exists()
 
 
@@ -147,50 +149,50 @@ def test_the_slider_moves_down_and_up_and_the_receipts_go_from_accepted_to_appli
     alice, token = next(iter(users.items()))
     theirs = mask[mask["user_id"].astype(str) == alice]
     with api(state_dir, inbox, overrides, apply_every=0.5, log=tmp_path / "serve.log") as (url, _):
-        before = httpx.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
+        before = http.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
         assert before["shared_items"] == int(theirs["shared"].sum()) > 1
         assert before["training_items"] == len(theirs)
-        recommended = httpx.get(f"{url}/users/{alice}/recommendations?k=10", headers=bearer(token)).json()
+        recommended = http.get(f"{url}/users/{alice}/recommendations?k=10", headers=bearer(token)).json()
         on_device = set(theirs["item_id"].astype(str))
         assert len(recommended["items"]) == 10 and not set(recommended["items"]) & on_device
 
         # unshare one item: 202 with a receipt, then applied by the serve process's own loop
         item = before["shared"][0]
-        receipt = httpx.post(f"{url}/users/{alice}/unshare", json={"items": [item]}, headers=bearer(token))
+        receipt = http.post(f"{url}/users/{alice}/unshare", json={"items": [item]}, headers=bearer(token))
         assert receipt.status_code == 202 and receipt.json()["state"] == "accepted"
         applied = wait_for(url, token, receipt.json()["request_id"])
         assert applied["state"] == "applied" and applied["model"] != before["model"], applied
-        after = httpx.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
+        after = http.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
         assert after["shared_items"] == before["shared_items"] - 1 and item not in after["shared"]
         assert after["model"] == applied["model"]
         assert [h["state"] for h in after["history"]] == ["accepted", "applied"]
 
         # the slider to 0: everything still shared is withdrawn
-        zero = httpx.put(f"{url}/users/{alice}/consent", json={"ratio": 0.0}, headers=bearer(token))
+        zero = http.put(f"{url}/users/{alice}/consent", json={"ratio": 0.0}, headers=bearer(token))
         assert zero.status_code == 202 and zero.json()["withdrawn_items"] == after["shared_items"]
         assert wait_for(url, token, zero.json()["request_id"])["state"] == "applied"
-        final = httpx.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
+        final = http.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
         assert final["shared_items"] == 0 and final["ratio"] == 0.0
-        same = httpx.put(f"{url}/users/{alice}/consent", json={"ratio": 0.0}, headers=bearer(token))
+        same = http.put(f"{url}/users/{alice}/consent", json={"ratio": 0.0}, headers=bearer(token))
         assert same.status_code == 202 and same.json()["state"] == "unchanged" and same.json()["request_id"] is None
 
         # and up again: the device picks which private items it gives; the server trains on with them
-        up = httpx.put(f"{url}/users/{alice}/consent", json={"ratio": 0.5}, headers=bearer(token))
+        up = http.put(f"{url}/users/{alice}/consent", json={"ratio": 0.5}, headers=bearer(token))
         half = len(theirs) // 2
         assert up.status_code == 202 and up.json()["shared_items"] == half and up.json()["withdrawn_items"] == 0
         assert wait_for(url, token, up.json()["request_id"])["state"] == "applied"
-        raised = httpx.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
+        raised = http.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
         assert raised["shared_items"] == half and raised["model"] != final["model"]
 
         # exact items, some taken back and some given, under one receipt (two events, withdrawal first)
         give = sorted(set(theirs["item_id"].astype(str)) - set(raised["shared"]))[:1]
         wanted = raised["shared"][1:] + give
-        both = httpx.put(f"{url}/users/{alice}/consent", json={"items": wanted}, headers=bearer(token)).json()
+        both = http.put(f"{url}/users/{alice}/consent", json={"items": wanted}, headers=bearer(token)).json()
         assert (both["withdrawn_items"], both["shared_items"]) == (1, 1)
         assert wait_for(url, token, both["request_id"])["state"] == "applied"
-        now = httpx.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
+        now = http.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
         assert sorted(now["shared"]) == sorted(wanted)
-        later = httpx.get(f"{url}/users/{alice}/recommendations?k=10", headers=bearer(token)).json()
+        later = http.get(f"{url}/users/{alice}/recommendations?k=10", headers=bearer(token)).json()
         assert later["model"] == now["model"] and not set(later["items"]) & on_device
     assert not list(inbox.glob("*.csv"))  # every request file was processed
 
@@ -199,14 +201,14 @@ def test_a_request_accepted_before_a_kill_9_is_applied_after_the_restart_exactly
     state_dir, inbox, overrides, users, _, _ = state
     alice, token = next(iter(users.items()))
     with api(state_dir, inbox, overrides, apply_every=0) as (url, process):  # accepts, never applies
-        receipt = httpx.post(f"{url}/users/{alice}/unshare", headers=bearer(token)).json()["request_id"]
+        receipt = http.post(f"{url}/users/{alice}/unshare", headers=bearer(token)).json()["request_id"]
         assert wait_for(url, token, receipt, state="accepted", seconds=5)["detail"] == "waiting"
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert [p.name for p in inbox.glob("*.csv")] == [f"api-{receipt}.csv"]  # the receipt survived the kill
     with api(state_dir, inbox, overrides, apply_every=0.5, log=tmp_path / "serve.log") as (url, _):
         assert wait_for(url, token, receipt)["state"] == "applied"
-        assert httpx.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()["shared_items"] == 0
+        assert http.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()["shared_items"] == 0
     journal = [json.loads(line) for line in (state_dir / "journal.jsonl").read_text().splitlines()]
     assert [(e["request_id"], e["state"]) for e in journal] == [(receipt, "accepted"), (receipt, "applied")]
 
@@ -220,7 +222,7 @@ def test_concurrent_requests_for_one_user_each_get_a_receipt_and_apply_once(stat
         receipts = []
 
         def unshare(item):
-            answer = httpx.post(f"{url}/users/{alice}/unshare", json={"items": [item]}, headers=bearer(token))
+            answer = http.post(f"{url}/users/{alice}/unshare", json={"items": [item]}, headers=bearer(token))
             receipts.append((answer.status_code, answer.json()["request_id"]))
 
         threads = [threading.Thread(target=unshare, args=(item,)) for item in shared]
@@ -231,7 +233,7 @@ def test_concurrent_requests_for_one_user_each_get_a_receipt_and_apply_once(stat
         assert sorted(code for code, _ in receipts) == [202] * 4 and len({r for _, r in receipts}) == 4
         for _, receipt in receipts:
             assert wait_for(url, token, receipt)["state"] == "applied"
-        after = httpx.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
+        after = http.get(f"{url}/users/{alice}/consent", headers=bearer(token)).json()
         assert not set(shared) & set(after["shared"])
     journal = [json.loads(line) for line in (state_dir / "journal.jsonl").read_text().splitlines()]
     for _, receipt in receipts:
@@ -255,7 +257,7 @@ def test_the_slider_page_moves_a_users_share_in_headless_chromium(state, tmp_pat
         options.add_argument(argument)
     options.binary_location = CHROMIUM
     with api(state_dir, inbox, overrides, apply_every=0.5, log=tmp_path / "serve.log") as (url, _):
-        before = httpx.get(f"{url}/users/{alice}/recommendations?k=10", headers=bearer(token)).json()["items"]
+        before = http.get(f"{url}/users/{alice}/recommendations?k=10", headers=bearer(token)).json()["items"]
         browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
         try:
             wait = WebDriverWait(browser, 120, poll_frequency=0.3)
@@ -283,7 +285,7 @@ def test_the_slider_page_moves_a_users_share_in_headless_chromium(state, tmp_pat
             assert text("error") == ""
             assert len(items("now")) == 10 and items("before") == before  # before stays; now is the new model's
             receipt = browser.execute_script("return document.querySelector('#requests tr').dataset.receipt")
-            assert httpx.get(f"{url}/requests/{receipt}", headers=bearer(token)).json()["state"] == "applied"
+            assert http.get(f"{url}/requests/{receipt}", headers=bearer(token)).json()["state"] == "applied"
             browser.save_screenshot(str(tmp_path / "slider.png"))
         finally:
             browser.quit()
@@ -295,6 +297,6 @@ def test_the_slider_page_moves_a_users_share_in_headless_chromium(state, tmp_pat
 def test_the_page_is_served_without_a_token_and_calls_the_api_with_one(state):
     state_dir, inbox, overrides, users, _, _ = state
     with api(state_dir, inbox, overrides) as (url, _):
-        page = httpx.get(f"{url}/")
+        page = http.get(f"{url}/")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert 'id="slider"' in page.text and "Authorization" in page.text  # the page calls the API with the token

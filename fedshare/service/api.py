@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,17 @@ def create_app(state: str | Path, inbox: str | Path) -> FastAPI:
     tokens = TokenStore(state)
     served = Served(store)
     inbox = Path(inbox)
+
+    @asynccontextmanager
+    async def load_before_serving(_app: FastAPI):
+        # The model is read before the port opens, so /health means ready and the first
+        # request does not pay seconds of loading (a client's timeout would see it as a hang).
+        if store.current() is not None and store.current().exists():
+            served.get()
+        yield
+
     app = FastAPI(
+        lifespan=load_before_serving,
         title="FedShare",
         summary="Consent that users control: share, unshare, delete, and the recommendations of the served model.",
     )
