@@ -3,12 +3,13 @@
 import asyncio
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import synthetic_raw
+from conftest import cli, synthetic_raw
 
 from fedshare.service.inbox import UnparsedFiles
 
@@ -165,6 +166,57 @@ def test_unlearning_flow_applies_valid_requests_and_rejects_the_rest(trained):
     assert str(client.get_model_version_by_alias("flow-test", "champion").version) == event["tracking"]["model_version"]
     journal = [json.loads(line) for line in (state / "journal.jsonl").read_text().splitlines()]
     assert [(e["request_id"], e["state"]) for e in journal] == [("a", "accepted"), ("a", "applied")]
+
+
+def test_every_path_that_trains_for_a_state_folder_keeps_its_unshares_and_shares(trained, tmp_path):
+    """After an unshare and a share were applied to a state folder, the training flow (what the
+    scheduled retraining deployment runs), `fedshare share --state` and `fedshare train --state` each
+    draw masks afresh from the policy, and each keeps the unshared pair private and the shared one shared."""
+    from fedshare.config import load_config
+    from fedshare.service.inbox import process_inbox
+    from fedshare.service.model_store import ModelStore
+    from flows.training import training_flow
+
+    folder, overrides, _ = trained
+    state, inbox = tmp_path / "state", tmp_path / "inbox"
+    shutil.copytree(folder / "state", state)
+    inbox.mkdir()
+    mask = pd.read_parquet(ModelStore(state).require_current() / "masks.parquet")
+    unshared = tuple(int(x) for x in mask.loc[mask["shared"], ["user_id", "item_id"]].iloc[0])
+    shared = tuple(int(x) for x in mask.loc[~mask["shared"], ["user_id", "item_id"]].iloc[0])
+    for name, (user_id, item_id) in (("down.csv", unshared), ("share-up.csv", shared)):
+        pd.DataFrame({"request_id": [name], "user_id": [user_id], "item_id": [item_id]}).to_csv(
+            inbox / name, index=False
+        )
+    outcomes = process_inbox(load_config(None, overrides), state, inbox, "contrastive")
+    assert sorted(o["applied"] for o in outcomes) == [1, 1]
+
+    def consent(masks_file: Path) -> tuple[bool, bool]:
+        drawn = pd.read_parquet(masks_file).set_index(["user_id", "item_id"])["shared"]
+        return bool(drawn[unshared]), bool(drawn[shared])
+
+    metrics = training_flow(str(tmp_path / "work"), str(state), overrides, keep_workdir=True)
+    assert "served" in metrics
+    assert consent(tmp_path / "work" / "masks" / "masks.parquet") == (False, True)
+    settings = [x for o in overrides for x in ("--set", o)]
+    drawn = cli(
+        [
+            "share",
+            "--prepared",
+            str(tmp_path / "work" / "prepared"),
+            "--state",
+            str(state),
+            "--out",
+            str(tmp_path / "drawn"),
+            *settings,
+        ]
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    assert consent(tmp_path / "drawn" / "masks.parquet") == (False, True)
+    short = [x for o in overrides if not o.startswith("federated.rounds") for x in ("--set", o)]
+    run = cli(["train", "--rounds", "1", "--state", str(state), "--out", str(tmp_path / "run"), *short, "--quiet"])
+    assert run.returncode == 0, run.stderr
+    assert consent(tmp_path / "run" / "masks.parquet") == (False, True)
 
 
 def test_a_bad_request_file_changes_nothing(trained):
