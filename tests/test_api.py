@@ -240,6 +240,29 @@ def test_concurrent_requests_for_one_user_each_get_a_receipt_and_apply_once(stat
         assert [e["state"] for e in journal if e["request_id"] == receipt] == ["accepted", "applied"]
 
 
+def test_recommendations_carry_the_titles_of_a_data_set_that_has_them(tmp_path):
+    """A served ML-1M-layout folder (generated): every recommended raw ID comes with its movies.dat title."""
+    from conftest import synthetic_raw
+
+    folder = tmp_path / "data" / "ml-1m"
+    folder.mkdir(parents=True)
+    raw = synthetic_raw(n_users=30, n_items=40, per_user=10)
+    lines = [f"{u}::{i}::{r}::{t}" for u, i, r, t in raw.itertuples(index=False)]
+    (folder / "ratings.dat").write_text("\n".join(lines) + "\n")
+    (folder / "movies.dat").write_text(
+        "".join(f"{i}::Film {i} (199{i % 10})::Drama\n" for i in raw["item_id"].unique())
+    )
+    (tmp_path / "served").mkdir()
+    state, overrides = served_state(tmp_path / "served", ("data.dataset=ml-1m", f"data.data_dir={tmp_path / 'data'}"))
+    (tmp_path / "inbox").mkdir()
+    user = str(raw["user_id"].iloc[0])
+    token = TokenStore(state).issue(user)
+    with api(state, tmp_path / "inbox", overrides) as (url, _):
+        answer = http.get(f"{url}/users/{user}/recommendations?k=5", headers=bearer(token)).json()
+    assert len(answer["items"]) == 5
+    assert answer["titles"] == [f"Film {i} (199{int(i) % 10})" for i in answer["items"]]
+
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 

@@ -66,3 +66,21 @@ def test_offline_gives_a_clear_error(monkeypatch, tiny_dataset):
     monkeypatch.setattr(data.urllib.request, "urlopen", offline)
     with pytest.raises(DataError, match="download .* failed.*--data-dir"):
         locate_dataset("tiny", None)
+
+
+def test_a_download_keeps_the_archives_titles_for_display(monkeypatch, tiny_dataset, tmp_path):
+    from dataclasses import replace
+
+    from fedshare.data.titles import item_titles
+
+    known = replace(data.KNOWN_DATASETS["tiny"], titles="tiny/u.item", titles_sep="|")
+    monkeypatch.setitem(data.KNOWN_DATASETS, "tiny", known)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("tiny/u.data", tiny_dataset)
+        zf.writestr("tiny/u.item", "10|Caf\xe9 Society (1995)|01-Jan-1995\n".encode("latin-1"))  # GroupLens: Latin-1
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: _Response(buffer.getvalue()))
+    assert item_titles("tiny", None) == {}  # nothing downloaded for titles alone
+    locate_dataset("tiny", None)
+    assert item_titles("tiny", None) == {"10": "Café Society (1995)"}
+    assert item_titles("no-such-set", None) == {}

@@ -36,6 +36,8 @@ class KnownDataset:
     url: str  # GroupLens archive
     member: str  # the file inside the archive
     checksum: tuple[str, str]  # (algorithm, hex digest) of the extracted member
+    titles: str | None = None  # the archive's item-title file, also relative to a data folder
+    titles_sep: str = "::"
 
 
 # ml-100k's u.data: SHA-256 of GroupLens' file (identical to ../shared/data/ml-100k/u.data).
@@ -52,6 +54,8 @@ KNOWN_DATASETS: dict[str, KnownDataset | LightGCNDataset] = {
         "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
         "ml-100k/u.data",
         ("sha256", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
+        titles="ml-100k/u.item",
+        titles_sep="|",
     ),
     "ml-1m": KnownDataset(
         "ml-1m/ratings.dat",
@@ -59,6 +63,7 @@ KNOWN_DATASETS: dict[str, KnownDataset | LightGCNDataset] = {
         "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
         "ml-1m/ratings.dat",
         ("md5", "a89aa3591bc97d6d4e0c89459ff39362"),
+        titles="ml-1m/movies.dat",
     ),
     "gowalla": LightGCNDataset(
         "gowalla",
@@ -121,11 +126,14 @@ def download_dataset(name: str, target: Path) -> Path:
     archive = _download(known.url, name, known.relative_path)
     with zipfile.ZipFile(io.BytesIO(archive)) as zf:
         payload = zf.read(known.member)
+        titles = zf.read(known.titles) if known.titles in zf.namelist() else None
     algorithm, expected = known.checksum
     actual = hashlib.new(algorithm, payload).hexdigest()
     if actual != expected:
         raise DataError(f"{name}: downloaded {known.member} has {algorithm} {actual}, expected {expected}")
     _write_atomically(target, payload)
+    if titles is not None:  # display names only (never trained on), so kept without a digest of their own
+        _write_atomically(target.parent.parent / known.titles, titles)
     return target
 
 

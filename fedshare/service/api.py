@@ -90,6 +90,7 @@ class ServedModel:
     seen: dict[int, np.ndarray]  # user index -> item indices already on the device (train and valid)
     user_vectors: torch.Tensor
     item_vectors: torch.Tensor
+    titles: dict[str, str]  # raw item ID -> title, where the data set has them (fedshare/data/titles.py)
 
 
 class Served:
@@ -111,17 +112,19 @@ class Served:
 
     @staticmethod
     def _load(folder: Path) -> ServedModel:
+        from fedshare.data.titles import item_titles
         from fedshare.rundir import load_run
 
-        _, interactions, mask, model = load_run(folder)
+        config, interactions, mask, model = load_run(folder)
         user_vectors, item_vectors = model.scoring_vectors()
         table = interactions.table
         on_device = table[table["split"] != "test"]
         seen = {int(u): group.to_numpy() for u, group in on_device.groupby("user")["item"]}
         user_index = {str(user_id): index for index, user_id in enumerate(interactions.user_ids)}
         mask = mask.assign(user_id=mask["user_id"].astype(str), item_id=mask["item_id"].astype(str))
+        titles = item_titles(config.data.dataset, config.data.data_dir)
         return ServedModel(
-            folder.name, interactions.item_ids, user_index, mask, seen, user_vectors.cpu(), item_vectors.cpu()
+            folder.name, interactions.item_ids, user_index, mask, seen, user_vectors.cpu(), item_vectors.cpu(), titles
         )
 
 
@@ -275,7 +278,9 @@ def create_app(state: str | Path, inbox: str | Path) -> FastAPI:
         if seen is not None:
             scores[torch.as_tensor(seen)] = -torch.inf  # never what the device already has
         top = torch.topk(scores, min(k, int(torch.isfinite(scores).sum()))).indices.numpy()
-        return {"user_id": user_id, "model": model.name, "items": [str(model.item_ids[i]) for i in top]}
+        items = [str(model.item_ids[i]) for i in top]
+        titles = [model.titles.get(item) for item in items]  # null where the data set has no title for it
+        return {"user_id": user_id, "model": model.name, "items": items, "titles": titles}
 
     return app
 
