@@ -142,6 +142,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--runs", help="where run directories go (default bench/out/unlearning; --quick: a temporary folder)"
     )
     parser.add_argument("--json", help="write all results here")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="methods table: earlier results files whose (method, seed) rows are not run here join the table",
+    )
     parser.add_argument("--markdown", help="write the table here")
     parser.add_argument("--plot", help="sequential: write a PNG of utility, MIA and storage per event")
     parser.add_argument("--quick", action="store_true", help="tiny generated data, a few rounds (seconds)")
@@ -234,6 +241,10 @@ def table_of_methods(args: argparse.Namespace) -> tuple[list[dict], str]:
                 flush=True,
             )
         shutil.rmtree(run / "fru_log", ignore_errors=True)  # several GB on ML-100K
+    done = {(r["method"], r["seed"]) for r in results}
+    for path in args.merge:
+        results += [r for r in json.loads(Path(path).read_text()) if (r["method"], r["seed"]) not in done]
+    results.sort(key=lambda r: r["seed"])
     return results, render_methods(results, args)
 
 
@@ -321,7 +332,8 @@ def render_methods(results: list[dict], args: argparse.Namespace) -> str:
     requests = sorted({(r["seed"], r["users"], r["unshared_interactions"]) for r in results})
     header = [
         f"Dataset {args.dataset}, sharing mixed, {args.fraction:.0%} of the sharing users unshare "
-        f"{'everything they shared' if args.scope == 'all' else 'half of what they shared'}; seeds {args.seeds}; "
+        f"{'everything they shared' if args.scope == 'all' else 'half of what they shared'}; "
+        f"seeds {sorted({r['seed'] for r in results})}; "
         f"mean ± sample std over seeds. Requests per seed (seed, users, interactions): {requests}.",
         f"FRU logs the top {args.fru_alpha:.0%} of each client's updated rows per round."
         if args.fru_alpha > 0

@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--state",
         metavar="DIR",
-        help="train for this state folder (what the unlearning flow works on): its applied requests are "
-        "replayed on the masks (nothing withdrawn is shared again, nothing deleted is trained on), and the "
+        help="train for this state folder (what the unlearning flow works on): its users keep their "
+        "choices whatever --sharing says (the policy only draws for users it never served), its applied "
+        "requests are replayed (nothing withdrawn is shared again, nothing deleted is trained on), and the "
         "run is served only if it beats the served model on the same validation measure",
     )
     add_config_arguments(train)
@@ -201,12 +202,13 @@ def add_pipeline_commands(commands) -> None:
     share = commands.add_parser(
         "share",
         help="draw and validate the sharing masks (DVC stage)",
-        description="Draw each user's sharing mask from sharing.policy; with --state, also "
-        "replay the unshare requests already applied there, so consent stays withdrawn.",
+        description="Draw each user's sharing mask from sharing.policy; with --state, users that "
+        "state folder serves keep their own choices and its applied requests are replayed, so consent "
+        "stays as users gave or withdrew it.",
     )
     share.add_argument("--prepared", required=True, metavar="DIR")
     share.add_argument("--sharing", metavar="POLICY")
-    share.add_argument("--state", metavar="DIR", help="state folder whose request journal to respect")
+    share.add_argument("--state", metavar="DIR", help="state folder whose users' consent to keep")
     share.add_argument("--out", required=True, metavar="DIR")
     add_config_arguments(share, quiet=False)
     share.set_defaults(handler=run_share)
@@ -330,18 +332,18 @@ def run_train(args: argparse.Namespace) -> int:
             "run.shards": args.shards,
         },
     )
-    withdrawn = None
-    if args.state:  # a model for a state folder respects every request it has applied
+    consent = None
+    if args.state:  # a model for a state folder keeps every user's choice and every request applied there
         from fedshare.service.model_store import ModelStore
 
-        withdrawn = ModelStore(args.state).journal.applied_requests()
+        consent = ModelStore(args.state).consent()
     metrics = train_stage(
         config,
         Path(args.out),
         progress=not args.quiet,
         prepared_dir=args.prepared,
         masks_path=args.masks,
-        withdrawn=withdrawn,
+        consent=consent,
     )
     print(summary_line(metrics))
     if config.run.backend == "ray":
@@ -450,12 +452,12 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_share(args: argparse.Namespace) -> int:
     from fedshare.stages import share_stage
 
-    withdrawn = None
+    consent = None
     if args.state:
         from fedshare.service.model_store import ModelStore
 
-        withdrawn = ModelStore(args.state).journal.applied_requests()
-    summary = share_stage(config_from(args, {"sharing.policy": args.sharing}), args.prepared, args.out, withdrawn)
+        consent = ModelStore(args.state).consent()
+    summary = share_stage(config_from(args, {"sharing.policy": args.sharing}), args.prepared, args.out, consent)
     print(
         f"sharing {summary['policy']}: {summary['n_shared']} of {summary['n_train']} training interactions shared "
         f"by {summary['sharing_users']} users -> {Path(args.out) / 'masks.parquet'}"

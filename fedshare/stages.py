@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from fedshare.config import Config, save_config
+from fedshare.data.consent import Consent, masks_under_consent
 from fedshare.data.interactions import Interactions, load_interactions
 from fedshare.data.requests import (
     Requests,
@@ -18,7 +19,6 @@ from fedshare.data.requests import (
     apply_to_mask,
     draw_requests,
     read_requests,
-    replay_on_mask,
     resolve_requests,
 )
 from fedshare.data.sharing import build_mask, load_mask, save_mask, sharing_users
@@ -67,18 +67,19 @@ def validate_stage(prepared_dir: str | Path, report_path: str | Path | None = No
 
 
 def share_stage(
-    config: Config, prepared_dir: str | Path, out_dir: str | Path, withdrawn: pd.DataFrame | None = None
+    config: Config, prepared_dir: str | Path, out_dir: str | Path, consent: Consent | None = None
 ) -> dict[str, Any]:
-    """Draw the sharing masks, replay withdrawn consent (applied unshare requests), validate, write masks.parquet."""
+    """Draw the sharing masks, keep a state folder's consent (``fedshare/data/consent.py``), validate,
+    write masks.parquet."""
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     interactions = Interactions.load(Path(prepared_dir))
     mask = build_mask(interactions, config.sharing, config.run.seed)
-    if withdrawn is not None and not withdrawn.empty:
-        _, mask = respect_withdrawals(interactions, mask, withdrawn)
+    if consent is not None:
+        _, mask = masks_under_consent(interactions, mask, consent)
     else:
-        check(validate_masks(mask, interactions.table))  # withdrawn consent lowers ratios on purpose
+        check(validate_masks(mask, interactions.table))  # users' own choices may differ from the policy on purpose
     save_mask(mask, out / "masks.parquet")
     summary = {
         "policy": config.sharing.policy,
@@ -86,33 +87,16 @@ def share_stage(
         "n_shared": int(mask["shared"].sum()),
         "sharing_users": int(sharing_users(mask, interactions.n_users).sum()),
         "mean_sharing_ratio": float(mask.groupby("user")["ratio"].first().mean()),
-        "withdrawn_requests": 0 if withdrawn is None else len(withdrawn),
+        "consent_of_served_users": consent is not None and consent.served is not None,
+        "replayed_requests": 0 if consent is None else len(consent.applied),
     }
     atomic_write_json(out / "sharing.json", summary)
     return summary
 
 
-def respect_withdrawals(
-    interactions: Interactions, mask: pd.DataFrame, withdrawn: pd.DataFrame | None
-) -> tuple[Interactions, pd.DataFrame]:
-    """Replay a state folder's applied requests (the journal's, raw IDs, in order) on freshly drawn masks.
-
-    What a user unshared stays private; what a user deleted also leaves the device's training data
-    (and the masks); what a user shared later (the slider moved up) is shared.  Every path that
-    trains for a state folder calls this, so a retraining never brings back withdrawn consent.
-    Replaying on masks that already respect the requests is a no-op.
-    """
-    if withdrawn is None or withdrawn.empty:
-        return interactions, mask
-    mask, deleted = replay_on_mask(mask, withdrawn)
-    if not deleted.empty:
-        interactions = apply_delete(interactions, mask, deleted)[0]
-    return interactions, mask
-
-
 def without_deleted_pairs(interactions: Interactions, mask: pd.DataFrame) -> Interactions:
     """The masks hold one row per training pair that still exists: a training pair they lack was
-    deleted (``respect_withdrawals`` in the share stage), so it leaves the device's data too."""
+    deleted (``masks_under_consent`` in the share stage), so it leaves the device's data too."""
     train = interactions.part("train")[["user", "item"]]
     if len(train) == len(mask):  # the common case: nothing was deleted, no merge needed
         return interactions
@@ -128,14 +112,14 @@ def train_stage(
     prepared_dir: str | Path | None = None,
     masks_path: str | Path | None = None,
     track: bool | None = None,
-    withdrawn: pd.DataFrame | None = None,
+    consent: Consent | None = None,
     live_curve: bool | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on test and write the run directory; returns the metrics.
 
     With ``prepared_dir``/``masks_path`` (the DVC and Prefect stages) it starts from their outputs,
     otherwise it loads, splits and masks the data itself (one-shot ``fedshare train``).
-    ``withdrawn``: a state folder's applied requests, replayed on the masks (``respect_withdrawals``).
+    ``consent``: a state folder's consent, which the masks keep (``fedshare/data/consent.py``).
     ``track``: log to MLflow and register at the end (default ``tracking.enabled``); ``live_curve``:
     open the MLflow run before the first round and send the validation curve as it is measured
     (default: as ``track``; the flow sends the curve live and logs the model in its own retried task).
@@ -149,7 +133,7 @@ def train_stage(
         Interactions.load(Path(prepared_dir)) if prepared_dir else load_interactions(config.data, config.run.seed)
     )
     mask = load_mask(Path(masks_path)) if masks_path else build_mask(interactions, config.sharing, config.run.seed)
-    interactions, mask = respect_withdrawals(interactions, mask, withdrawn)
+    interactions, mask = masks_under_consent(interactions, mask, consent)
     interactions = without_deleted_pairs(interactions, mask)
     save_config(config, out / "config.yaml")
     interactions.save(out)

@@ -36,8 +36,8 @@ def validate_task(prepared: Path) -> dict:
 
 @task(name="share")
 def share_task(config, prepared: Path, out: Path, state: str) -> dict:
-    withdrawn = ModelStore(state).journal.applied_requests()  # consent withdrawn earlier stays withdrawn
-    return stages.share_stage(config, prepared, out, withdrawn)
+    consent = ModelStore(state).consent()  # every user's choice and request stays as they made it
+    return stages.share_stage(config, prepared, out, consent)
 
 
 @task(name="train")

@@ -35,6 +35,28 @@ def test_quick_unlearning_table_has_every_method(tmp_path):
     )
 
 
+def test_a_merged_results_file_adds_its_other_seeds_to_the_table(tmp_path):
+    def quick(*extra):
+        args = ["--quick", "--methods", "contrastive", "retrain", "--fru-alpha", "0", *extra]
+        script = str(REPO / "bench" / "unlearning.py")
+        out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    quick("--json", str(tmp_path / "first.json"))
+    earlier = [{**row, "seed": 7} for row in json.loads((tmp_path / "first.json").read_text())]
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    printed = quick("--merge", str(tmp_path / "earlier.json"), "--json", str(tmp_path / "u.json"))
+    rows = json.loads((tmp_path / "u.json").read_text())
+    assert [(r["method"], r["seed"]) for r in rows] == [
+        ("contrastive", 0),
+        ("retrain", 0),
+        ("contrastive", 7),
+        ("retrain", 7),
+    ]
+    assert "seeds [0, 7]" in printed
+
+
 def test_quick_sequential_events_and_the_retrain_reference(tmp_path):
     out = subprocess.run(
         [

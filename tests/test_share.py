@@ -10,12 +10,13 @@ import pytest
 from conftest import cli, inbox_args, outcome, served_state
 
 from fedshare.config import load_config
+from fedshare.data.consent import masks_under_consent
 from fedshare.data.requests import replay_on_mask
 from fedshare.errors import DataError
 from fedshare.service.faults import POINTS
 from fedshare.service.inbox import process_inbox
 from fedshare.service.model_store import ModelStore, publish
-from fedshare.stages import respect_withdrawals, train_stage
+from fedshare.stages import train_stage
 from fedshare.storage import load_tensors
 
 
@@ -116,9 +117,9 @@ def test_train_for_a_state_folder_shares_what_was_shared_again_and_nothing_withd
         [outcome] = process_inbox(config, state, inbox, "contrastive")
         assert outcome["applied"] == len(rows)
 
-    withdrawn = ModelStore(state).journal.applied_requests()
-    assert list(withdrawn["mode"]) == ["unshare", "unshare", "share"]
-    train_stage(config, tmp_path / "retrained", progress=False, withdrawn=withdrawn)
+    consent = ModelStore(state).consent()
+    assert list(consent.applied["mode"]) == ["unshare", "unshare", "share"]
+    train_stage(config, tmp_path / "retrained", progress=False, consent=consent)
     retrained = pd.read_parquet(tmp_path / "retrained" / "masks.parquet")
     theirs = retrained[retrained["user_id"] == user].set_index("item_id")["shared"]
     assert theirs[again] and not theirs[gone]
@@ -131,7 +132,7 @@ def test_train_for_a_state_folder_shares_what_was_shared_again_and_nothing_withd
         publish(leaked, state, tmp_path / "ignores-the-journal")
 
 
-def test_respect_withdrawals_is_a_no_op_on_masks_that_already_respect_them(served, tmp_path):
+def test_a_state_folders_consent_is_a_no_op_on_its_served_masks(served, tmp_path):
     state, inbox, overrides, mask = fresh(served, tmp_path)
     requests, *_ = share_requests(mask)
     requests.to_csv(inbox / "share-x.csv", index=False)
@@ -140,7 +141,7 @@ def test_respect_withdrawals_is_a_no_op_on_masks_that_already_respect_them(serve
     from fedshare.data.interactions import Interactions
 
     interactions, served_mask = Interactions.load(current), pd.read_parquet(current / "masks.parquet")
-    _, replayed = respect_withdrawals(interactions, served_mask, ModelStore(state).journal.applied_requests())
+    _, replayed = masks_under_consent(interactions, served_mask, ModelStore(state).consent())
     pd.testing.assert_frame_equal(replayed.reset_index(drop=True), served_mask.reset_index(drop=True))
 
 

@@ -6,7 +6,7 @@ import json
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,9 @@ from fedshare.errors import DataError
 from fedshare.mlops.versioning import version_masks
 from fedshare.service.journal import APPLIED, RequestJournal, state_lock
 from fedshare.storage import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from fedshare.data.consent import Consent
 
 
 class ModelStore:
@@ -30,6 +33,18 @@ class ModelStore:
         if not pointer.exists():
             return None
         return self.models / pointer.read_text().strip()
+
+    def consent(self) -> Consent:
+        """Every user's current choice (the served masks) and the applied requests that made it."""
+        from fedshare.data.consent import Consent
+        from fedshare.data.sharing import load_mask
+
+        current = self.current()
+        applied = self.journal.applied_requests()
+        if current is None or not (current / "masks.parquet").exists():
+            return Consent(None, applied)
+        held = pd.read_parquet(current / "interactions.parquet", columns=["user_id", "item_id"])
+        return Consent(load_mask(current / "masks.parquet"), applied, held)
 
     def require_current(self) -> Path:
         current = self.current()
@@ -106,12 +121,12 @@ def publish(config: Config, state: str | Path, run_dir: str | Path) -> bool:
 
     Both models are scored now by the same code on the candidate's validation split and user subset
     (``config.eval``): a number stored by another run, such as an unlearned model's test metric, is
-    not the same measure.  A candidate that shares a pair this state folder's journal withdrew is
-    refused (``DataError``), whatever its score.
+    not the same measure.  A candidate that shares a pair its user did not consent to (withdrawn by
+    a request, or private in the served masks) is refused (``DataError``), whatever its score.
     """
     store = ModelStore(state)
     with state_lock(store.folder):
-        refuse_withdrawn_pairs(store, Path(run_dir))
+        refuse_sharing_beyond_consent(store, Path(run_dir))
         current = store.current()
         if current is not None and current.exists():
             candidate_score, served_score = validation_scores(config, Path(run_dir), current)
@@ -159,25 +174,26 @@ def restore_champion(model_dir: Path) -> None:
             warnings.warn(f"could not move MLflow's champion alias to {model_dir.name} ({error}); will retry")
 
 
-def refuse_withdrawn_pairs(store: ModelStore, run_dir: Path) -> None:
-    """Raise if the run's masks share a pair that the journal's applied requests, replayed in order,
-    leave private (unshared or deleted, and not shared again since)."""
-    from fedshare.data.requests import replay_on_mask
+def refuse_sharing_beyond_consent(store: ModelStore, run_dir: Path) -> None:
+    """Raise if the run's masks share a pair that the state folder's consent leaves private: one
+    its user unshared or deleted (and did not share again since), or one private in the served masks
+    (a retraining under another policy must not share what a user never chose to)."""
+    from fedshare.data.consent import consent_masks
     from fedshare.data.sharing import load_mask
 
-    applied = store.journal.applied_requests()
-    if applied.empty:
+    consent = store.consent()
+    if consent.served is None and consent.applied.empty:
         return
     candidate = load_mask(run_dir / "masks.parquet")
-    allowed, _ = replay_on_mask(candidate, applied)
+    allowed, _ = consent_masks(candidate, consent)
     shared = candidate.loc[candidate["shared"], ["user", "item", "user_id"]]
     still = shared.merge(allowed.loc[allowed["shared"], ["user", "item"]], how="left", indicator=True)
     again = still[still["_merge"] == "left_only"]
     if not again.empty:
         users = sorted(set(again["user_id"].astype(str)))
         raise DataError(
-            f"{run_dir} shares {len(again)} pairs that users of {store.folder} withdrew "
-            f"(users {', '.join(users[:5])}); train it with --state {store.folder} so their requests are replayed"
+            f"{run_dir} shares {len(again)} pairs that users of {store.folder} withdrew or never shared "
+            f"(users {', '.join(users[:5])}); train it with --state {store.folder} so their consent is kept"
         )
 
 
