@@ -138,7 +138,8 @@ def create_app(state: str | Path, inbox: str | Path) -> FastAPI:
     async def load_before_serving(_app: FastAPI):
         # The model is read before the port opens, so /health means ready and the first
         # request does not pay seconds of loading (a client's timeout would see it as a hang).
-        if store.current() is not None and store.current().exists():
+        current = store.current()
+        if current is not None and current.exists():
             served.get()
         yield
 
