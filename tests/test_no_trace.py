@@ -123,3 +123,27 @@ def test_retention_keeps_old_versions_until_fedshare_purge_after_it(repo):
     )
     assert len(purged["mask_versions"]) == 1 and purged["mlflow_versions"]
     assert not [p for p in server_side_files(repo) if (shared_pairs_in(p) or set()) & unshared]
+
+
+def test_the_consent_store_holds_each_users_choice_and_last_request_and_is_versioned_with_the_masks(repo):
+    config, state, unshared = serve_and_unshare(repo, retention_days=0)
+    consent = pd.read_parquet(state / "consent.parquet")
+    masks = pd.read_parquet(state / "masks.parquet")
+    assert "item_id" not in consent.columns  # counts and receipts only: an old version reveals no item
+    assert set(consent["user_id"]) == set(masks["user_id"].astype(str))
+    [requester] = {str(pair[0]) for pair in unshared if len(pair) == 2}  # raw (user_id, item_id) pairs
+    row = consent.set_index("user_id").loc[requester]
+    assert row["shared_items"] == 0 and row["training_items"] > 0 and row["ratio"] == 0.0
+    assert (row["requests"], row["last_request_id"], row["last_mode"]) == (1, "forget-me", "unshare")
+    assert row["changed_at"] and row["model"] == ModelStore(state).current().name
+    others = consent[consent["user_id"] != requester]
+    assert (others["requests"] == 0).all() and (others["last_request_id"] == "").all()
+    shared_now = masks[masks["shared"]].groupby(masks["user_id"].astype(str)).size()
+    assert (others.set_index("user_id")["shared_items"] == shared_now.reindex(others["user_id"]).fillna(0)).all()
+    # DVC holds the current consent store beside the masks; the superseded one went with the purge.
+    [version] = mask_versions(state)
+    cache = repo / ".dvc" / "cache" / "files" / "md5"
+    assert (cache / version["consent_md5"][:2] / version["consent_md5"][2:]).exists()
+    consent_objects = [p for p in cache.rglob("*") if p.is_file() and p.read_bytes()[:4] == b"PAR1"]
+    consents = [p for p in consent_objects if "last_request_id" in pd.read_parquet(p).columns]
+    assert len(consents) == 1

@@ -2,7 +2,9 @@
 
 The masks of the served model hold each user's current choice (which training items they share,
 and their ratio ρ_u); the request journal holds, in order, every applied request that changed it
-(with its receipt and time).  Together they are the consent store.  A sharing policy (``mixed``,
+(with its receipt and time).  Together they are the consent store; ``consent_table`` writes it
+out as ``state/consent.parquet`` each time the served model changes, versioned with DVC beside
+the masks.  A sharing policy (``mixed``,
 ``uniform``, a file) only initializes the masks of users a state folder has never served; after
 that, only requests change a user's choice: a retraining under another policy or seed keeps every
 known user's choice.  Every path that trains for a state folder derives its masks here
@@ -78,3 +80,47 @@ def _keep_served_choices(
 
 def _pair_keys(frame: pd.DataFrame) -> pd.Series:
     return frame["user_id"].astype(str) + "\x1f" + frame["item_id"].astype(str)
+
+
+CONSENT_COLUMNS = [
+    "user_id",
+    "training_items",
+    "shared_items",
+    "ratio",
+    "requests",
+    "last_request_id",
+    "last_mode",
+    "changed_at",
+    "model",
+]
+
+
+def consent_table(masks: pd.DataFrame, changes: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The consent store: one row per user, their current choice and the request that last changed it.
+
+    ``masks`` are the served masks (raw IDs, shared, ratio); ``changes`` the applied requests in
+    order (``RequestJournal.changes``: request_id, user_id, mode, time).  A user no request has
+    touched has ``requests`` 0 and an empty ``last_request_id``: their choice is still the one the
+    sharing policy (or file) initialized.  It holds counts and request IDs, never item IDs, so an
+    old version in the DVC cache reveals no withdrawn item.
+    """
+    users = masks["user_id"].astype(str)
+    per_user = pd.DataFrame(
+        {
+            "training_items": users.value_counts(sort=False),
+            "shared_items": users[masks["shared"].to_numpy()].value_counts(sort=False),
+        }
+    ).fillna({"shared_items": 0})
+    # The current choice: the share of the user's training items they share now (a request moves it;
+    # the masks' own ratio column keeps the ratio the policy first drew).
+    per_user["ratio"] = per_user["shared_items"] / per_user["training_items"]
+    changes = changes.assign(user_id=changes["user_id"].astype(str))
+    last = changes.groupby("user_id").last()
+    per_user["requests"] = changes.groupby("user_id").size().reindex(per_user.index, fill_value=0)
+    per_user["last_request_id"] = last["request_id"].reindex(per_user.index).fillna("")
+    per_user["last_mode"] = last["mode"].reindex(per_user.index).fillna("")
+    per_user["changed_at"] = last["time"].reindex(per_user.index).fillna("")
+    per_user["model"] = model
+    table = per_user.rename_axis("user_id").reset_index()
+    table = table.astype({"training_items": "int64", "shared_items": "int64", "requests": "int64", "ratio": "float64"})
+    return table[CONSENT_COLUMNS]

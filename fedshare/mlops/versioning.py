@@ -1,9 +1,11 @@
-"""DVC versions of the served sharing masks, and their purge (the only module that imports DVC).
+"""DVC versions of the served sharing masks and consent store, and their purge (the only module that imports DVC).
 
 Each time the served model changes (a training run is adopted, an unlearning event is applied),
-``state/masks.parquet`` is replaced by the new masks and ``dvc add``-ed: the DVC cache (and the
-default remote, when one is configured) holds every version, and ``state/mask_versions.json`` lists
-them with their MD5 and time, so any version can be restored with DVC.
+``state/masks.parquet`` is replaced by the new masks and ``dvc add``-ed together with
+``state/consent.parquet`` (each user's current choice and the request that last changed it): the
+DVC cache (and the default remote, when one is configured) holds every version, and
+``state/mask_versions.json`` lists them with their MD5s and time, so any version can be restored
+with DVC.
 
 Keeping old versions would undo forgetting: a version from before an unsharing event still marks
 the withdrawn interactions as shared.  ``purge_mask_versions`` deletes every version but the
@@ -26,6 +28,7 @@ from typing import Any
 from fedshare.storage import atomic_write_json
 
 MASKS = "masks.parquet"
+CONSENT = "consent.parquet"  # the consent store (fedshare.data.consent.consent_table), versioned with the masks
 log = logging.getLogger(__name__)
 _warned_unversioned: set[Path] = set()
 
@@ -65,19 +68,22 @@ def version_masks(state: str | Path, masks_file: Path) -> dict[str, Any] | None:
 
     target = state / MASKS
     shutil.copyfile(masks_file, target)
+    targets = [str(path.resolve()) for path in (target, state / CONSENT) if path.exists()]
     try:
         with Repo(str(root)) as repo:
             repo.scm_context.quiet = True  # no "To track the changes with git, run: ..." after each event
-            stage = repo.add(str(target.resolve()))[0]
-            md5 = stage.outs[0].hash_info.value
+            md5s = [stage.outs[0].hash_info.value for stage in repo.add(targets)]
             pushed = False
             if repo.config.get("core", {}).get("remote"):
-                repo.push(targets=[str(target.resolve()) + ".dvc"])
+                repo.push(targets=[path + ".dvc" for path in targets])
                 pushed = True
     except DvcException as err:  # the model is served either way; say loudly that this version is not in DVC
         warnings.warn(f"DVC could not version {target}: {err}", stacklevel=2)
         return {"error": str(err)}
+    md5 = md5s[0]
     version = {"md5": md5, "time": time.time(), "pushed": pushed}
+    if len(md5s) > 1:
+        version["consent_md5"] = md5s[1]
     versions = [v for v in mask_versions(state) if v["md5"] != md5] + [version]
     atomic_write_json(versions_file(state), versions)
     return version
@@ -108,8 +114,9 @@ def purge_mask_versions(state: str | Path, retention_seconds: float = 0.0) -> li
     purged, kept = [], []
     for version in versions:
         if version["md5"] != current and now - version["time"] >= retention_seconds:
-            for path in _object_paths(root, version["md5"]):
-                path.unlink(missing_ok=True)
+            for md5 in (version["md5"], version.get("consent_md5")):
+                for path in _object_paths(root, md5) if md5 and md5 != versions[-1].get("consent_md5") else []:
+                    path.unlink(missing_ok=True)
             purged.append(version["md5"])
         else:
             kept.append(version)

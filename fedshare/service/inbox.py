@@ -5,6 +5,8 @@
       models/0003/     a run directory (train_stage or unshare_stage output)
       journal.jsonl    every request: accepted, then applied (fedshare.journal)
       events.json      one entry per unlearning event: metrics, storage, MLflow run
+      masks.parquet    the served masks, DVC-versioned (mask_versions.json lists the versions)
+      consent.parquet  the consent store: each user's current choice and last request (data.consent)
       .lock            held while a process changes the state
     inbox/
       *.csv            dropped request files (request_id,user_id,item_id); delete*.csv = delete requests,
@@ -14,7 +16,7 @@
 
 Order of an event, chosen so that a crash at any point loses nothing and applies nothing twice:
 journal ``accepted`` (fsync) -> unlearn into ``models/.tmp-N`` -> rename to ``models/N`` ->
-CURRENT -> new DVC version of the masks -> journal ``applied`` -> events.json -> move the file to
+CURRENT -> consent store + new DVC version of it and the masks -> journal ``applied`` -> events.json -> move the file to
 processed/ -> purge superseded copies.
 On start, half-written ``.tmp-*`` folders are removed and requests that CURRENT already applied
 but the journal still calls accepted are marked applied (``recover``).
@@ -35,9 +37,9 @@ from fedshare.data.sharing import load_mask
 from fedshare.errors import DataError
 from fedshare.mlops.tracking import log_events_plot, purge_superseded_models
 from fedshare.mlops.validation import validate_requests
-from fedshare.mlops.versioning import purge_mask_versions, version_masks
+from fedshare.mlops.versioning import purge_mask_versions
 from fedshare.service.faults import crash_point
-from fedshare.service.journal import APPLIED, state_lock
+from fedshare.service.journal import APPLIED, changes_being_applied, state_lock
 from fedshare.service.model_store import ModelStore, mark_champion
 from fedshare.service.pending import pending_files
 from fedshare.stages import share_more_stage, unshare_stage
@@ -141,7 +143,7 @@ def apply(config: Config, store: ModelStore, taken: Intake, method: str) -> dict
     crash_point("unlearned")
     final = store.commit(staged)
     crash_point("committed")
-    masks_version = version_masks(store.folder, final / "masks.parquet")
+    masks_version = store.version_served(final, applying=changes_being_applied(taken.accepted, taken.mode, final.name))
     crash_point("versioned")
     store.journal.record_applied(taken.accepted["request_id"].tolist(), final.name)
     crash_point("applied")

@@ -27,6 +27,7 @@ import pandas as pd
 from fedshare.errors import DataError
 
 ACCEPTED, APPLIED = "accepted", "applied"
+CHANGE_COLUMNS = ["request_id", "user_id", "mode", "time", "event"]
 
 
 class LockTimeout(DataError):
@@ -77,6 +78,27 @@ class RequestJournal:
                 rows.append({k: entry[k] for k in ("request_id", "user_id", "item_id", "mode")})
         return pd.DataFrame(rows, columns=["request_id", "user_id", "item_id", "mode"])
 
+    def changes(self) -> pd.DataFrame:
+        """One row per applied request, in the order they were applied: who, what kind, when, by which event."""
+        accepted, done, rows = {}, set(), []
+        for entry in self.entries():
+            rid = entry["request_id"]
+            if entry["state"] == ACCEPTED:
+                accepted.setdefault(rid, entry)
+            elif entry["state"] == APPLIED and rid in accepted and rid not in done:
+                done.add(rid)
+                first = accepted[rid]
+                rows.append(
+                    {
+                        "request_id": rid,
+                        "user_id": str(first["user_id"]),
+                        "mode": first.get("mode", "unshare"),
+                        "time": entry.get("time", ""),
+                        "event": entry.get("event", ""),
+                    }
+                )
+        return pd.DataFrame(rows, columns=CHANGE_COLUMNS)
+
     def record_accepted(self, requests: pd.DataFrame, source: str, mode: str) -> None:
         self._append(
             [
@@ -105,6 +127,22 @@ class RequestJournal:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def changes_being_applied(requests: pd.DataFrame, mode: str, event: str) -> pd.DataFrame:
+    """``RequestJournal.changes`` rows for requests an event applies now, before the journal says so."""
+    first = requests.drop_duplicates("request_id")
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return pd.DataFrame(
+        {
+            "request_id": first["request_id"].astype(str).to_numpy(),
+            "user_id": first["user_id"].astype(str).to_numpy(),
+            "mode": mode,
+            "time": stamp,
+            "event": event,
+        },
+        columns=CHANGE_COLUMNS,
+    )
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import pandas as pd
 
 from fedshare.config import Config
 from fedshare.errors import DataError
-from fedshare.mlops.versioning import version_masks
+from fedshare.mlops.versioning import CONSENT, version_masks
 from fedshare.service.journal import APPLIED, RequestJournal, state_lock
 from fedshare.storage import atomic_write_bytes, atomic_write_json
 
@@ -45,6 +45,23 @@ class ModelStore:
             return Consent(None, applied)
         held = pd.read_parquet(current / "interactions.parquet", columns=["user_id", "item_id"])
         return Consent(load_mask(current / "masks.parquet"), applied, held)
+
+    def version_served(self, served: Path, applying: pd.DataFrame | None = None) -> dict[str, Any] | None:
+        """Write the consent store of the model ``served`` (``consent.parquet``: every user's current
+        choice and the request that last changed it) and version it with DVC beside its masks.
+
+        ``applying``: journal rows (``RequestJournal.changes`` columns) of requests this model applies
+        but the journal does not call applied yet (an event versions before it journals ``applied``).
+        """
+        from fedshare.data.consent import consent_table
+        from fedshare.data.sharing import load_mask
+
+        changes = self.journal.changes()
+        if applying is not None and not applying.empty:
+            changes = pd.concat([changes, applying[changes.columns]], ignore_index=True)
+        table = consent_table(load_mask(served / "masks.parquet"), changes, served.name)
+        atomic_write_bytes(self.folder / CONSENT, table.to_parquet(index=False))
+        return version_masks(self.folder, served / "masks.parquet")
 
     def require_current(self) -> Path:
         current = self.current()
@@ -95,7 +112,7 @@ class ModelStore:
         finish = [rid for rid, state in states.items() if state != APPLIED and rid in done_here]
         self.journal.record_applied(finish, current.name)
         if finish:  # killed before the masks were versioned
-            version_masks(self.folder, current / "masks.parquet")
+            self.version_served(current)
 
     def purge_superseded(self) -> list[str]:
         """Delete every model folder but CURRENT: older ones hold interactions users have unshared."""
@@ -133,7 +150,7 @@ def publish(config: Config, state: str | Path, run_dir: str | Path) -> bool:
             if served_score >= candidate_score:
                 return False
         served = store.adopt(Path(run_dir))
-        version_masks(store.folder, served / "masks.parquet")
+        store.version_served(served)
         store.purge_superseded()
         mark_champion(served)
     return True
