@@ -86,6 +86,7 @@ class FederatedConfig:
     chunk_interactions: int | str = "auto"
     server_batch: int = 0
     server_steps: int = 0
+    server_sampling: str = "edges"
     max_minutes: float = 0.0
 
 
@@ -188,6 +189,11 @@ class Config:
             ),
             (self.eval.valid_users >= 0, "eval.valid_users must be an integer >= 0 (0: every user)"),
             (self.federated.server_batch >= 0, "federated.server_batch must be an integer >= 0 (0: full batch)"),
+            (
+                self.federated.server_sampling in ("edges", "users"),
+                "federated.server_sampling must be edges (every shared edge once per epoch) or users "
+                "(uniform users, then one of their edges: LightGCN-PyTorch's sampler)",
+            ),
             (self.federated.max_minutes >= 0, "federated.max_minutes must be >= 0 (0: no time limit)"),
             (self.federated.server_steps >= 0, "federated.server_steps must be an integer >= 0 (0: a whole epoch)"),
             (self.run.backend in ("local", "ray"), f"run.backend must be local or ray, got {self.run.backend!r}"),

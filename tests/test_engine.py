@@ -264,6 +264,34 @@ def test_server_steps_caps_the_graph_steps_of_a_round(tiny_config, tiny_interact
     assert len(steps) == 3 * 2
 
 
+def test_user_uniform_sampling_weighs_every_user_the_same_whatever_their_edge_count(tiny_config, tiny_interactions):
+    """federated.server_sampling: users: an epoch is as many draws as shared edges, each a uniform
+    user and then one of their edges (LightGCN-PyTorch's sampler), so a light user is drawn as often
+    as a heavy one; ``edges`` (the default) takes every edge exactly once."""
+    mask = build_mask(tiny_interactions, SharingConfig(policy="mixed"), seed=0)  # users share 5 or 10 edges
+    by_edges, _ = build_model(_config(tiny_config, server_batch=64), tiny_interactions, mask, torch.device("cpu"))
+    epoch = torch.cat(by_edges.server.edge_batches())
+    assert torch.equal(torch.sort(epoch).values, torch.arange(by_edges.server.graph.n_edges))
+
+    config = _config(tiny_config, server_batch=64, server_sampling="users")
+    model, generator = build_model(config, tiny_interactions, mask, torch.device("cpu"))
+    server = model.server
+    draws = torch.cat([torch.cat(server.edge_batches()) for _ in range(40)])
+    assert len(draws) == 40 * server.graph.n_edges and int(draws.max()) < server.graph.n_edges
+    users = server.graph.users[draws]
+    per_user = torch.bincount(users, minlength=server.graph.n_users)[server.users_with_edges].double()
+    edges_per_user = server.edge_counts[server.users_with_edges].double()
+    assert edges_per_user.max() >= 2 * edges_per_user.min()  # light and heavy users in the shared graph
+    # Every user is drawn about equally often (binomial noise only), not in proportion to their edges.
+    assert (per_user / per_user.mean() - 1).abs().max() < 0.25
+    assert torch.corrcoef(torch.stack([per_user, edges_per_user]))[0, 1].abs() < 0.5
+    # Within a user, each of their edges comes up.
+    first = server.users_with_edges[0]
+    assert set(draws[users == first].tolist()) == set(torch.nonzero(server.graph.users == first).flatten().tolist())
+    with pytest.raises(Exception, match="server_sampling"):
+        _config(tiny_config, server_sampling="items").validate()
+
+
 def test_time_budget_stops_training_with_a_last_validation(tiny_config, tiny_interactions):
     """federated.max_minutes: once the budget is spent, validate that round and stop (best kept)."""
     mask = build_mask(tiny_interactions, SharingConfig(policy="mixed"), seed=0)

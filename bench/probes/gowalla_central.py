@@ -287,6 +287,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--temperature", type=float, default=1.0, help="for --loss softmax")
     p.add_argument(
+        "--cosine",
+        action="store_true",
+        help="score with the cosine of the propagated embeddings (training and ranking), as "
+        "sampled-softmax recommenders do; the embeddings' norms then carry no popularity",
+    )
+    p.add_argument(
         "--shared-negatives",
         type=int,
         default=0,
@@ -349,6 +355,8 @@ def main(argv=None) -> int:
     def final_embeddings():
         with torch.no_grad():
             out = Propagate.run(adj, emb.detach(), args.layers)
+            if args.cosine:
+                out = torch.nn.functional.normalize(out, dim=1)
         return out[:n_users], out[n_users:]
 
     valid_truth = Truth(valid_m, n_items) if is_valid.any() else None
@@ -377,6 +385,8 @@ def main(argv=None) -> int:
                 negs = n[idx].ravel()
             rows = torch.cat([u[idx], p[idx] + n_users, negs + n_users])
             out = Propagate.apply(emb, adj, args.layers).index_select(0, rows)
+            if args.cosine:
+                out = torch.nn.functional.normalize(out, dim=1)
             eu, ep, en = out[:b], out[b : 2 * b], out[2 * b :]
             pos = (eu * ep).sum(-1, keepdim=True)
             if shared:
@@ -430,7 +440,8 @@ def main(argv=None) -> int:
         _, _, best["test_recall"], best["test_ndcg"] = eval_all(True)
     print(
         f"SUMMARY batch {args.batch} lr {args.lr} layers {args.layers} l2 {args.l2} loss {args.loss} "
-        f"negatives {args.negatives} "
+        f"negatives {args.negatives} shared_negatives {args.shared_negatives} cosine {args.cosine} "
+        f"temperature {args.temperature} sampling {args.sampling} "
         f"epochs_run {epoch} s/epoch {train_seconds / epoch:.2f} s/step {train_seconds / steps:.3f}  "
         f"best_valid_r20 {best['valid']:.4f} at epoch {best['epoch']} (train_s {best['seconds']:.0f})  "
         f"test_r20 {best['test_recall']:.4f}  test_n20 {best['test_ndcg']:.4f}",

@@ -36,6 +36,7 @@ class Server:
         self.edge_chunk = interaction_chunk(federated, device)  # shared edges per chunk of the graph loss
         self.batch_edges = federated.server_batch  # shared edges per graph-learner step; 0 = all
         self.steps_per_round = federated.server_steps  # graph-learner steps per round; 0 = a whole epoch
+        self.sample_users = federated.server_sampling == "users"  # uniform users, then one of their edges
         self.generator = generator
         self.use_graph = use_graph and graph.n_edges > 0
         self.set_graph(graph)
@@ -66,6 +67,11 @@ class Server:
         self.shared_keys = torch.sort(self.graph.users * graph.n_items + self.graph.items).values
         self.adjacency = normalized_adjacency(self.graph.users, self.graph.items, graph.n_users, graph.n_items)
         self.items_in_graph = torch.unique(self.graph.items)
+        # For user-uniform sampling: the edges grouped by user (positions), and where each user's start.
+        self.edges_by_user = torch.argsort(self.graph.users, stable=True)
+        self.edge_counts = torch.bincount(self.graph.users, minlength=graph.n_users)
+        self.edge_starts = torch.cumsum(self.edge_counts, 0) - self.edge_counts
+        self.users_with_edges = torch.nonzero(self.edge_counts).flatten()
 
     # -- one round -------------------------------------------------------------------------------
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
@@ -110,13 +116,31 @@ class Server:
         return logs
 
     def edge_batches(self) -> list[torch.Tensor | None]:
-        """The shared edges of this epoch's steps: ``[None]`` (all at once) or a shuffled split."""
+        """The shared edges of this epoch's steps: ``[None]`` (all at once) or a split of a shuffled epoch.
+
+        An epoch is every shared edge once (``federated.server_sampling: edges``) or as many draws
+        of a uniform user and then one of their edges (``users``, LightGCN-PyTorch's sampler: a user
+        with few edges weighs as much as one with many, as in the per-user mean of Recall@K).
+        """
         size, n_edges = self.batch_edges, self.graph.n_edges
         if size <= 0 or size >= n_edges or not self.use_graph:
             return [None]
-        order = torch.randperm(n_edges, generator=self.generator, device=self.device)
+        if self.sample_users:
+            order = self.user_uniform_edges()
+        else:
+            order = torch.randperm(n_edges, generator=self.generator, device=self.device)
         batches = list(order.split(size))
         return batches[: self.steps_per_round] if self.steps_per_round > 0 else batches
+
+    def user_uniform_edges(self) -> torch.Tensor:
+        """Positions of ``n_edges`` shared edges, each drawn as a uniform user and a uniform edge of theirs."""
+        n_edges, device = self.graph.n_edges, self.device
+        wanted = n_edges if self.steps_per_round <= 0 else min(n_edges, self.steps_per_round * self.batch_edges)
+        pick = torch.randint(len(self.users_with_edges), (wanted,), generator=self.generator, device=device)
+        users = self.users_with_edges[pick]
+        counts = self.edge_counts[users]
+        offset = (torch.rand(wanted, generator=self.generator, device=device) * counts).long().clamp(max=counts - 1)
+        return self.edges_by_user[self.edge_starts[users] + offset]
 
     def first_step(
         self,
