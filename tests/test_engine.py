@@ -178,7 +178,16 @@ def test_server_never_holds_an_unshared_interaction(tiny_config, tiny_interactio
     decoded = {(int(k) // n_items, int(k) % n_items) for k in server.shared_keys}
     assert decoded == shared and not decoded & (private | held_out)
     # Integer data on the server: only the known shared-edge tensors (a new attribute must be vetted here).
-    vetted = {id(t) for t in (server.graph.users, server.graph.items, server.shared_keys, server.items_in_graph)}
+    # The user-uniform sampler's index: positions of the shared edges grouped by user, and per-user
+    # counts of shared edges (what server.graph.users already says, arranged for sampling).
+    n_edges, n_users = server.graph.n_edges, server.graph.n_users
+    assert torch.equal(torch.sort(server.edges_by_user).values, torch.arange(n_edges))
+    assert torch.equal(server.edge_counts, torch.bincount(server.graph.users, minlength=n_users))
+    assert torch.equal(server.edge_starts, torch.cumsum(server.edge_counts, 0) - server.edge_counts)
+    assert set(server.users_with_edges.tolist()) == {u for u, _ in shared}
+    sampler = (server.edges_by_user, server.edge_counts, server.edge_starts, server.users_with_edges)
+    shared_edge_tensors = (server.graph.users, server.graph.items, server.shared_keys, server.items_in_graph)
+    vetted = {id(t) for t in (*shared_edge_tensors, *sampler)}
     for tensor in _integer_tensors(server):
         assert id(tensor) in vetted or tensor.numel() <= 1, f"unvetted integer tensor on the server: {tensor.shape}"
     assert set(server.items_in_graph.tolist()) == {i for _, i in shared}
