@@ -4,11 +4,11 @@ The masks of the served model hold each user's current choice (which training it
 and their ratio ρ_u); the request journal holds, in order, every applied request that changed it
 (with its receipt and time).  Together they are the consent store; ``consent_table`` writes it
 out as ``state/consent.parquet`` each time the served model changes, versioned with DVC beside
-the masks.  A sharing policy (``mixed``,
-``uniform``, a file) only initializes the masks of users a state folder has never served; after
-that, only requests change a user's choice: a retraining under another policy or seed keeps every
-known user's choice.  Every path that trains for a state folder derives its masks here
-(``masks_under_consent``), and ``publish`` refuses a run whose masks share anything more.
+the masks.  A sharing policy (``mixed``, ``uniform``, a file) only initializes the masks of
+users a state folder has never served; after that, only requests change a user's choice: a
+retraining under another policy or seed keeps every known user's choice.  Every path that trains
+for a state folder derives its masks here (``masks_under_consent``), and ``publish`` refuses a run
+whose masks share anything more.
 """
 
 from __future__ import annotations

@@ -110,12 +110,13 @@ def purge_mask_versions(state: str | Path, retention_seconds: float = 0.0) -> li
     if root is None or len(versions) < 2:
         return []
     current = versions[-1]["md5"]
+    served = {current, versions[-1].get("consent_md5"), None}  # objects the current version still uses
     now = time.time()
     purged, kept = [], []
     for version in versions:
         if version["md5"] != current and now - version["time"] >= retention_seconds:
-            for md5 in (version["md5"], version.get("consent_md5")):
-                for path in _object_paths(root, md5) if md5 and md5 != versions[-1].get("consent_md5") else []:
+            for md5 in {version["md5"], version.get("consent_md5")} - served:
+                for path in _object_paths(root, md5):
                     path.unlink(missing_ok=True)
             purged.append(version["md5"])
         else:
