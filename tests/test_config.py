@@ -90,3 +90,5 @@ def test_the_shipped_gowalla_block_is_a_valid_configuration(method):
     config = load_config(REPO_PARAMS, ["data.dataset=gowalla", f"run.method={method}"])
     assert config.federated.client_fraction < 1 and config.eval.valid_users > 0
     assert config.federated.server_steps == (0 if method == "central" else 1)
+    # the ceiling samples like LightGCN-PyTorch; FedShare's graph learner keeps every edge once per epoch
+    assert config.federated.server_sampling == ("users" if method == "central" else "edges")
