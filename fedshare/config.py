@@ -69,6 +69,8 @@ class ModelConfig:
     client_l2: float = 1e-2
     server_l2: float = 1e-3
     init_std: float = 0.1
+    mend_edges: int = 0
+    mend_every: int = 250
 
 
 @dataclass
@@ -194,6 +196,8 @@ class Config:
                 "federated.server_sampling must be edges (every shared edge once per epoch) or users "
                 "(uniform users, then one of their edges: LightGCN-PyTorch's sampler)",
             ),
+            (self.model.mend_edges >= 0, "model.mend_edges must be an integer >= 0 (0: no graph mending)"),
+            (self.model.mend_every >= 1, "model.mend_every must be an integer >= 1 (rounds between two mendings)"),
             (self.federated.max_minutes >= 0, "federated.max_minutes must be >= 0 (0: no time limit)"),
             (self.federated.server_steps >= 0, "federated.server_steps must be an integer >= 0 (0: a whole epoch)"),
             (self.run.backend in ("local", "ray"), f"run.backend must be local or ray, got {self.run.backend!r}"),

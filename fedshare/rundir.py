@@ -21,7 +21,7 @@ from fedshare.config import Config, load_config
 from fedshare.data.interactions import Interactions
 from fedshare.data.sharing import load_mask, sharing_users
 from fedshare.evaluation import evaluate
-from fedshare.federated.server import SERVER_TABLES
+from fedshare.federated.server import MENDED_EDGES, SERVER_TABLES
 from fedshare.federated.simulation import Model, build_model, pick_device
 from fedshare.storage import load_tensors, save_tensors
 from fedshare.training import TrainResult
@@ -82,7 +82,7 @@ def load_run(
     mask = load_mask(run / "masks.parquet")
     model, _ = build_model(config, interactions, mask, pick_device(config.run.device))
     server = load_tensors(run / "server.pt", map_location=model.server.device)
-    model.server.load_state({name: server[name] for name in SERVER_TABLES})
+    model.server.load_state({name: server[name] for name in SERVER_TABLES + MENDED_EDGES if name in server})
     if model.clients is not None:
         model.clients.load_state(load_tensors(run / "clients.pt", map_location=model.server.device))
     return config, interactions, mask, model

@@ -90,6 +90,8 @@ def train(
     for round_number in bar:
         logs = run_round(model, generator, observer=update_log)
         rounds_run = round_number
+        if config.model.mend_edges and round_number % config.model.mend_every == 0:
+            model.server.mend()  # graph mending: new predicted edges from the embeddings of this round
         if update_log is not None:
             update_log.flush(round_number)
         if on_round is not None:

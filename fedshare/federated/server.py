@@ -16,6 +16,7 @@ from fedshare.model.losses import chunked_mean_bpr, info_nce, weighted_square_no
 from fedshare.model.sampling import sample_negatives
 
 SERVER_TABLES = ("graph_users", "graph_items", "item_table")  # everything the server learns
+MENDED_EDGES = ("mended_users", "mended_items")  # graph mending's predicted edges (model.mend_edges > 0)
 
 
 class Server:
@@ -37,6 +38,7 @@ class Server:
         self.batch_edges = federated.server_batch  # shared edges per graph-learner step; 0 = all
         self.steps_per_round = federated.server_steps  # graph-learner steps per round; 0 = a whole epoch
         self.sample_users = federated.server_sampling == "users"  # uniform users, then one of their edges
+        self.mend_edges = model.mend_edges  # predicted edges per sharing user (graph mending); 0 = off
         self.generator = generator
         self.use_graph = use_graph and graph.n_edges > 0
         self.set_graph(graph)
@@ -65,13 +67,56 @@ class Server:
         device = self.device
         self.graph = SharedGraph(graph.users.to(device), graph.items.to(device), graph.n_users, graph.n_items)
         self.shared_keys = torch.sort(self.graph.users * graph.n_items + self.graph.items).values
-        self.adjacency = normalized_adjacency(self.graph.users, self.graph.items, graph.n_users, graph.n_items)
+        no_edges = self.graph.users[:0]
+        self.set_mended(no_edges, no_edges)  # a new graph drops the predicted edges until the next mending
         self.items_in_graph = torch.unique(self.graph.items)
         # For user-uniform sampling: the edges grouped by user (positions), and where each user's start.
         self.edges_by_user = torch.argsort(self.graph.users, stable=True)
         self.edge_counts = torch.bincount(self.graph.users, minlength=graph.n_users)
         self.edge_starts = torch.cumsum(self.edge_counts, 0) - self.edge_counts
         self.users_with_edges = torch.nonzero(self.edge_counts).flatten()
+
+    def set_mended(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        """Propagate over the shared edges plus these predicted ones (graph mending; none by default).
+
+        The predicted edges only densify the graph that LightGCN propagates over: the BPR loss, its
+        negatives and the alignment still read the shared edges alone.
+        """
+        graph = self.graph
+        self.mended_users, self.mended_items = users.to(self.device), items.to(self.device)
+        self.adjacency = normalized_adjacency(
+            torch.cat([graph.users, self.mended_users]),
+            torch.cat([graph.items, self.mended_items]),
+            graph.n_users,
+            graph.n_items,
+        )
+
+    def mend(self, chunk_users: int = 1024) -> None:
+        """Graph mending (after CDCGNNFed): give every user with shared edges ``model.mend_edges``
+        predicted edges, their best-scored items under the server's current LightGCN that they did
+        not share.  The graph learner is itself trained to predict held-out shared edges (BPR on
+        them), so its scores are the link predictor; everything read here is the server's own state.
+        """
+        if not self.use_graph or self.mend_edges <= 0:
+            return
+        with torch.no_grad():
+            global_users, global_items = self.propagate()  # the model as it scores now
+            users = self.users_with_edges
+            picked = [self.best_unshared_items(chunk, global_users, global_items) for chunk in users.split(chunk_users)]
+            items = torch.cat(picked) if picked else users[:0].reshape(0, self.mend_edges)
+            self.set_mended(users.repeat_interleave(items.shape[1]), items.flatten())
+
+    def best_unshared_items(
+        self, users: torch.Tensor, global_users: torch.Tensor, global_items: torch.Tensor
+    ) -> torch.Tensor:
+        """The ``mend_edges`` highest-scored items of each of ``users`` among those they did not share."""
+        scores = global_users[users] @ global_items.T
+        row_of = torch.full((self.graph.n_users,), -1, dtype=torch.long, device=self.device)
+        row_of[users] = torch.arange(users.numel(), device=self.device)
+        rows = row_of[self.graph.users]
+        own = rows >= 0
+        scores[rows[own], self.graph.items[own]] = -torch.inf
+        return scores.topk(min(self.mend_edges, self.graph.n_items), dim=1).indices
 
     # -- one round -------------------------------------------------------------------------------
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
@@ -224,13 +269,14 @@ class Server:
         return info_nce(self.item_table[candidates], global_view, self.model.temperature)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {
-            "item_table": self.item_table.detach().clone(),
-            "graph_users": self.graph_users.detach().clone(),
-            "graph_items": self.graph_items.detach().clone(),
-        }
+        """The learned tables (and, with graph mending on, the predicted edges they are scored over)."""
+        names = ("item_table", "graph_users", "graph_items") + (MENDED_EDGES if self.mend_edges > 0 else ())
+        return {name: getattr(self, name).detach().clone() for name in names}
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
-            for name, value in state.items():
-                getattr(self, name).copy_(value.to(self.device))
+            for name in SERVER_TABLES:
+                if name in state:
+                    getattr(self, name).copy_(state[name].to(self.device))
+        if all(name in state for name in MENDED_EDGES):
+            self.set_mended(*(state[name] for name in MENDED_EDGES))
