@@ -30,6 +30,7 @@ def usable_cores() -> int:
 
 def busy_now(seconds: float = 0.3) -> float | None:
     """Cores' worth of CPU time the machine used over a short sample of /proc/stat (None off Linux)."""
+
     def totals() -> tuple[int, int]:
         with open("/proc/stat") as stat:
             fields = [int(value) for value in stat.readline().split()[1:]]
